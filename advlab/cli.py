@@ -1,0 +1,100 @@
+"""The `advlab` command: train zoo models, prepare data, run the course, benchmark attacks.
+
+    advlab train fmnist/cnn --profile full         # writes into the package zoo
+    advlab train fmnist/cnn --profile quick        # a 1-epoch smoke run into build/zoo
+    advlab data prepare                            # find/decompress Fashion-MNIST
+    advlab course run --profile quick [--only 00]  # papermill into build/
+    advlab course make-exercises                   # solutions/ -> exercises/
+    advlab bench attacks                           # PGD cost vs fwd+bwd and torchattacks
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+
+def _train(args) -> int:
+    from advlab import train, zoo
+    entry = zoo.REGISTRY.get(args.name)
+    if entry is None:
+        print(f"advlab train: unknown zoo model {args.name!r}; available: {zoo.names()}", file=sys.stderr)
+        return 2
+    if entry.builder:
+        import importlib
+        mod, fn = entry.builder.split(":")[0], "train_zoo_entry"
+        return importlib.import_module(mod).__dict__[fn](entry, args)
+    overrides = dict(entry.train)
+    if args.profile == "quick":
+        overrides.update(entry.train_quick)
+    cfg = train.TrainConfig(arch=entry.arch, dataset=entry.dataset, device=args.device,
+                            arch_kwargs=dict(entry.arch_kwargs), **overrides)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    out = args.out or (None if args.profile == "full" else "build/zoo")
+    model, metrics = train.train(cfg, checkpoint=f"build/checkpoints/{args.name.replace('/', '__')}_{args.profile}.pt")
+    metrics = {k: v for k, v in metrics.items() if k != "history"} | {"history": metrics["history"]}
+    device = str(train.resolve_device(args.device))
+    command = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") \
+        else f"advlab train {args.name} --profile {args.profile}"
+    rec = zoo.save(args.name, model, train.config_dict(cfg), metrics, command, root=out, device=device)
+    print(json.dumps({k: rec[k] for k in ("file", "sha256", "size_bytes")} | {"clean_acc": metrics["clean_acc"]}, indent=2))
+    return 0
+
+
+def _data(args) -> int:
+    from advlab import data
+    try:
+        path = data.prepare_fashion_mnist(verbose=True)
+    except data.DataNotFoundError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    x, y = data.batch("fashion_mnist", "test", n=None)
+    print(f"Fashion-MNIST ready in {path}: test split {tuple(x.shape)}")
+    return 0
+
+
+def _course(args) -> int:
+    from advlab import course
+    if args.action == "run":
+        return course.run(profile=args.profile, only=args.only, out=args.out, device=args.device)
+    return course.make_exercises(check=args.check)
+
+
+def _bench(args) -> int:
+    from advlab import bench
+    return bench.main(args.rest)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="advlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train a zoo model")
+    t.add_argument("name")
+    t.add_argument("--profile", choices=("quick", "full"), default="full")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--out", default=None, help="zoo folder to write into (default: the package zoo for full, build/zoo for quick)")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.set_defaults(func=_train)
+    d = sub.add_parser("data", help="prepare datasets")
+    d.add_argument("action", choices=("prepare",))
+    d.set_defaults(func=_data)
+    c = sub.add_parser("course", help="run the course notebooks or generate exercises")
+    c.add_argument("action", choices=("run", "make-exercises"))
+    c.add_argument("--profile", choices=("quick", "full"), default="quick")
+    c.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
+    c.add_argument("--out", default="build")
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--check", action="store_true", help="make-exercises: only report drift, write nothing")
+    c.set_defaults(func=_course)
+    b = sub.add_parser("bench", help="benchmarks")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(func=_bench)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

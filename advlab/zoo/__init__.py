@@ -1,0 +1,148 @@
+"""The pretrained model zoo: a plain registry of named models.
+
+    clf = zoo.load("fmnist/cnn")          # eval-mode nn.Module, [0,1] images -> logits
+
+Weights live in advlab/zoo/weights/*.safetensors; advlab/zoo/manifest.json records for each
+entry its sha256, config, the exact `advlab train` command, metrics, device, date and size.
+`load` refuses a file whose sha256 differs from the manifest's (weights are never unpickled).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+ZOO_DIR = Path(__file__).resolve().parent
+
+
+class ChecksumError(RuntimeError):
+    """A weights file does not match the sha256 recorded in the manifest."""
+
+
+class NotTrainedError(FileNotFoundError):
+    """A registered zoo entry has no weights yet; the message says which command trains it."""
+
+
+@dataclass
+class ZooEntry:
+    name: str
+    arch: str                     # advlab.models architecture, or a builder name of a later module
+    dataset: str
+    description: str
+    train: dict = field(default_factory=dict)        # TrainConfig overrides, full profile
+    train_quick: dict = field(default_factory=dict)  # overrides for --profile quick
+    arch_kwargs: dict = field(default_factory=dict)
+    builder: str | None = None    # "module:function" building the model, for non-classifier entries
+
+    @property
+    def command(self) -> str:
+        return f"advlab train {self.name} --profile full"
+
+
+REGISTRY: dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+register(ZooEntry("fmnist/cnn", "cnn", "fashion_mnist",
+                  "SmallCNN (3 conv + 2 fc, BN, dropout), standard training",
+                  train=dict(epochs=15, lr=0.05), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
+register(ZooEntry("fmnist/vgg", "vgg", "fashion_mnist",
+                  "VGG-style 6-conv net (paper 002's VGG16 layout shrunk to 28x28), standard training",
+                  train=dict(epochs=12, lr=0.05, seed=1), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def _entry(name: str) -> ZooEntry:
+    if name not in REGISTRY:
+        raise ValueError(f"name: unknown zoo model {name!r}; available: {names()}")
+    return REGISTRY[name]
+
+
+def manifest_path(root: str | Path | None = None) -> Path:
+    return Path(root or os.environ.get("ADVLAB_ZOO") or ZOO_DIR) / "manifest.json"
+
+
+def read_manifest(root: str | Path | None = None) -> dict:
+    p = manifest_path(root)
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def info(name: str, root: str | Path | None = None) -> dict:
+    """The manifest record of a trained entry (raises NotTrainedError when there is none)."""
+    entry = _entry(name)
+    rec = read_manifest(root).get(name)
+    if rec is None:
+        raise NotTrainedError(f"zoo model {name!r} has no trained weights in {manifest_path(root).parent}.\n"
+                              f"  train it with:  {entry.command}")
+    return rec
+
+
+def build(name: str) -> nn.Module:
+    """A fresh, untrained model of the entry's architecture."""
+    entry = _entry(name)
+    if entry.builder:
+        import importlib
+        mod, fn = entry.builder.split(":")
+        return getattr(importlib.import_module(mod), fn)(**entry.arch_kwargs)
+    from advlab import models
+    return models.build(entry.arch, entry.dataset, **entry.arch_kwargs)
+
+
+def load(name: str, device: str | torch.device = "cpu", root: str | Path | None = None) -> nn.Module:
+    """The pretrained model `name`, in eval mode, on `device`; refuses a checksum mismatch."""
+    from safetensors.torch import load_file
+    rec = info(name, root)
+    path = manifest_path(root).parent / rec["file"]
+    if not path.exists():
+        raise NotTrainedError(f"zoo model {name!r}: the manifest lists {path} but the file is missing.\n"
+                              f"  train it with:  {_entry(name).command}")
+    digest = sha256_file(path)
+    if digest != rec["sha256"]:
+        raise ChecksumError(f"zoo model {name!r}: {path} has sha256 {digest[:16]}..., the manifest says "
+                            f"{rec['sha256'][:16]}...; refusing to load. Re-train with: {_entry(name).command}")
+    model = build(name)
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model.to(device).eval()
+
+
+def save(name: str, model: nn.Module, config: dict, metrics: dict, command: str,
+         root: str | Path | None = None, device: str = "cpu") -> dict:
+    """Write the entry's safetensors file and its manifest record; returns the record."""
+    from safetensors.torch import save_file
+    _entry(name)
+    root = manifest_path(root).parent
+    rel = f"weights/{name.replace('/', '__')}.safetensors"
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    rec = {"file": rel, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+           "config": config, "command": command, "metrics": metrics, "device": device,
+           "torch": torch.__version__, "host": platform.machine(),
+           "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")}
+    man = read_manifest(root)
+    man[name] = rec
+    manifest_path(root).write_text(json.dumps(dict(sorted(man.items())), indent=2) + "\n")
+    return rec
