@@ -96,12 +96,10 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
     loss_fn = loss_fn or (lambda m, xb, yb: F.cross_entropy(m(xb), yb, label_smoothing=cfg.label_smoothing))
     use_amp = cfg.amp and device.type == "cuda"
     history, start_epoch = [], 0
+    g = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.with_suffix(".pt.json").exists():
-        start_epoch, history = _resume(ckpt, model, opt, sched)
-    g = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(start_epoch):  # keep the shuffling stream identical after a resume
-        torch.randperm(len(y_train), generator=g)
+        start_epoch, history = _resume(ckpt, model, opt, sched, g)
     t0 = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -131,26 +129,30 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
             print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {total_loss / seen:.4f}, "
                   f"test acc {100 * test_acc:.2f}% ({len(y_test)} images)")
         if ckpt:
-            _save_checkpoint(ckpt, model, opt, sched, epoch + 1, history)
+            _save_checkpoint(ckpt, model, opt, sched, g, epoch + 1, history)
     model.eval()
     metrics = {"clean_acc": history[-1]["test_acc"] if history else None, "n_test": len(y_test),
                "epochs": cfg.epochs, "train_seconds": round(time.time() - t0, 1), "history": history}
     return model, metrics
 
 
-def _save_checkpoint(path: Path, model, opt, sched, epoch: int, history: list) -> None:
-    # optimiser state is our own file, written and read by this loop only (never a downloaded file)
+def _save_checkpoint(path: Path, model, opt, sched, g: torch.Generator, epoch: int, history: list) -> None:
+    # our own file, written and read by this loop only and loaded with weights_only=True;
+    # the RNG states make a resumed run identical to an uninterrupted one
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}, path)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "g": g.get_state(), "torch_rng": torch.get_rng_state()}, path)
     path.with_suffix(".pt.json").write_text(json.dumps({"epoch": epoch, "history": history}))
 
 
-def _resume(path: Path, model, opt, sched) -> tuple[int, list]:
+def _resume(path: Path, model, opt, sched, g: torch.Generator) -> tuple[int, list]:
     meta = json.loads(path.with_suffix(".pt.json").read_text())
     state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     sched.load_state_dict(state["sched"])
+    g.set_state(state["g"])
+    torch.set_rng_state(state["torch_rng"])
     print(f"resuming from {path} after epoch {meta['epoch']}")
     return meta["epoch"], meta["history"]
 
