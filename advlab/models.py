@@ -1,7 +1,8 @@
 """Classifiers. Every model takes images in [0, 1] and returns logits: normalisation is its first
 layer, so attacks never have to know a dataset's mean and std.
 
-  SmallCNN   28x28 grey, ~1.2M params            zoo: fmnist/cnn
+  MLP        fully connected, 28x28 grey          zoo: fmnist/mlp  (a third architecture for transfer)
+  SmallCNN   28x28 grey, ~1.3M params            zoo: fmnist/cnn
   VGG        VGG-style 3x3 conv stacks, 28x28     zoo: fmnist/vgg  (paper 002 used VGG16)
   ResNet18   32x32x3 (CIFAR-style stem)
   WideResNet WRN-28-10 by default, 32x32x3
@@ -37,6 +38,23 @@ def _norm(dataset: str) -> Normalize:
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class MLP(nn.Module):
+    """Two hidden layers of 512 and 256 units with dropout (~0.54M parameters for 28x28)."""
+
+    def __init__(self, dataset: str = "fashion_mnist", num_classes: int = 10, in_channels: int = 1,
+                 image_size: int = 28, hidden=(512, 256), dropout: float = 0.2):
+        super().__init__()
+        self.norm = _norm(dataset)
+        layers, d = [nn.Flatten()], in_channels * image_size * image_size
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            d = h
+        self.net = nn.Sequential(*layers, nn.Linear(d, num_classes))
+
+    def forward(self, x):  # (N, C, H, W) -> (N, num_classes)
+        return self.net(self.norm(x))
 
 
 class SmallCNN(nn.Module):
@@ -142,15 +160,17 @@ class WideResNet(_ResNetBase):
         self.bn, self.fc = nn.BatchNorm2d(w[3]), nn.Linear(w[3], num_classes)
 
 
-ARCHITECTURES = {"cnn": SmallCNN, "vgg": VGG, "resnet18": ResNet18, "wrn": WideResNet}
+ARCHITECTURES = {"mlp": MLP, "cnn": SmallCNN, "vgg": VGG, "resnet18": ResNet18, "wrn": WideResNet}
 
 
 def build(arch: str, dataset: str = "fashion_mnist", **kwargs) -> nn.Module:
-    """A fresh (untrained) model by architecture name: 'cnn', 'vgg', 'resnet18' or 'wrn'."""
+    """A fresh (untrained) model by architecture name: 'mlp', 'cnn', 'vgg', 'resnet18' or 'wrn'."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch: unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
     from advlab.data import info
     i = info(dataset)
+    if arch == "mlp":
+        kwargs.setdefault("image_size", i.shape[1])
     return ARCHITECTURES[arch](dataset=dataset, num_classes=i.num_classes, in_channels=i.shape[0], **kwargs)
 
 

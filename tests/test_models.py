@@ -4,7 +4,9 @@ import torch
 from advlab import models
 
 
-@pytest.mark.parametrize("arch,dataset,shape", [("cnn", "fashion_mnist", (1, 28, 28)),
+@pytest.mark.parametrize("arch,dataset,shape", [("mlp", "fashion_mnist", (1, 28, 28)),
+                                                ("mlp", "synthetic-cifar10", (3, 32, 32)),
+                                                ("cnn", "fashion_mnist", (1, 28, 28)),
                                                 ("vgg", "fashion_mnist", (1, 28, 28)),
                                                 ("resnet18", "synthetic-cifar10", (3, 32, 32)),
                                                 ("wrn", "synthetic-cifar10", (3, 32, 32))])

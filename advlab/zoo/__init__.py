@@ -57,6 +57,9 @@ def register(entry: ZooEntry) -> ZooEntry:
 register(ZooEntry("fmnist/cnn", "cnn", "fashion_mnist",
                   "SmallCNN (3 conv + 2 fc, BN, dropout), standard training",
                   train=dict(epochs=15, lr=0.05), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
+register(ZooEntry("fmnist/mlp", "mlp", "fashion_mnist",
+                  "MLP 784-512-256-10 with dropout, standard training (a third architecture for transfer attacks)",
+                  train=dict(epochs=20, lr=0.05, seed=2, augment=False), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
 register(ZooEntry("fmnist/vgg", "vgg", "fashion_mnist",
                   "VGG-style 6-conv net (paper 002's VGG16 layout shrunk to 28x28), standard training",
                   train=dict(epochs=12, lr=0.05, seed=1), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
@@ -142,7 +145,27 @@ def save(name: str, model: nn.Module, config: dict, metrics: dict, command: str,
            "config": config, "command": command, "metrics": metrics, "device": device,
            "torch": torch.__version__, "host": platform.machine(),
            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")}
-    man = read_manifest(root)
-    man[name] = rec
-    manifest_path(root).write_text(json.dumps(dict(sorted(man.items())), indent=2) + "\n")
+    with _locked(root / ".manifest.lock"):  # several trainings may finish at once
+        man = read_manifest(root)
+        man[name] = rec
+        tmp = manifest_path(root).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(dict(sorted(man.items())), indent=2) + "\n")
+        tmp.replace(manifest_path(root))
     return rec
+
+
+class _locked:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.f = open(self.path, "w")
+        try:
+            import fcntl
+            fcntl.flock(self.f, fcntl.LOCK_EX)
+        except ImportError:  # Windows: no advisory locks; saves are rare enough
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
