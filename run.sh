@@ -45,10 +45,8 @@ case "$JOB" in
   test)
     setup
     say "unit tests, exercise sync, notebooks (papermill) and their validation (nbval)"
-    "$PY" -m pytest -q -ra --durations=15 tests
-    if [ -x scripts/run_notebook_tests.sh ]; then
-      scripts/run_notebook_tests.sh build/ci
-    fi
+    "$PY" -m pytest -q -ra --durations=15 -m "not notebooks" -p no:cacheprovider tests
+    scripts/run_notebook_tests.sh build/notebook-tests   # papermill (lectures, solutions, exercises), then nbval
     ;;
   *)
     echo "usage: bash run.sh course|test" >&2; exit 2 ;;

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shlex
 import sys
@@ -34,7 +35,9 @@ def _train(args) -> int:
         import torch
         torch.set_num_threads(args.threads)
     out = args.out or (None if args.profile == "full" else "build/zoo")
-    model, metrics = train.train(cfg, checkpoint=f"build/checkpoints/{args.name.replace('/', '__')}_{args.profile}.pt")
+    # the checkpoint is keyed by the exact config, so a run only ever resumes itself
+    key = hashlib.sha1(json.dumps(train.config_dict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+    model, metrics = train.train(cfg, checkpoint=f"build/checkpoints/{args.name.replace('/', '__')}_{key}.pt")
     metrics = {k: v for k, v in metrics.items() if k != "history"} | {"history": metrics["history"]}
     device = str(train.resolve_device(args.device))
     command = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") \
@@ -59,7 +62,7 @@ def _data(args) -> int:
 def _course(args) -> int:
     from advlab import course
     if args.action == "run":
-        return course.run(profile=args.profile, only=args.only, out=args.out, device=args.device)
+        return course.run(profile=args.profile, only=args.only, out=args.out, device=args.device, kind=args.kind)
     return course.make_exercises(check=args.check)
 
 
@@ -87,6 +90,7 @@ def main(argv=None) -> int:
     c.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
     c.add_argument("--out", default="build")
     c.add_argument("--device", default="cpu")
+    c.add_argument("--kind", default="notebooks", help="notebooks, solutions, exercises, a comma list, or all")
     c.add_argument("--check", action="store_true", help="make-exercises: only report drift, write nothing")
     c.set_defaults(func=_course)
     b = sub.add_parser("bench", help="benchmarks")

@@ -1,0 +1,407 @@
+"""Run the course notebooks, generate the exercise notebooks, keep committed notebooks clean.
+
+    advlab course run --profile quick [--only 00,01]    # = course.run(...)
+    advlab course make-exercises [--check]              # = course.make_exercises(...)
+    python -m advlab.course run --kind all --out build  # notebooks, solutions and exercises
+
+Layout (relative to the repository root, found from this file or the current directory):
+  notebooks/NN_*.ipynb   the lectures
+  solutions/NN_*.ipynb   the exercise sets with their answers between `### BEGIN SOLUTION` and
+                         `### END SOLUTION` lines (the source of truth)
+  exercises/NN_*.ipynb   generated from solutions/ by make_exercises(): each marked region becomes
+                         `# YOUR CODE HERE` + `raise NotImplementedError`; never edit by hand
+
+`run` executes with papermill into OUT/<kind>/NN_*.ipynb, passing PROFILE, DEVICE and
+OUT_DIR = OUT/results/NN (OUT/results/<kind>/NN for solutions and exercises), plus
+INTERACTIVE=False where a notebook defines it (so no widgets are displayed in batch runs).
+Exercise notebooks run cell by cell with nbclient: an error is tolerated only when it is the
+NotImplementedError of a blank (the cell is tagged `raises-exception` in the executed copy, so
+nbval accepts it too); any other error fails the run.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+KINDS = ("notebooks", "solutions", "exercises")
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+BLANK_CODE = ("# YOUR CODE HERE", "raise NotImplementedError")
+BLANK_MARKDOWN = "_YOUR ANSWER HERE_"
+SOLUTION_ONLY_TAG = "solution-only"
+KERNEL_NAME = "python3"
+_NB_RE = re.compile(r"^(\d\d)_.*\.ipynb$")
+
+
+def repo_root(root: str | Path | None = None) -> Path:
+    """The folder holding notebooks/: `root`, else the current directory if it has notebooks/,
+    else the checkout this package lives in."""
+    if root is not None:
+        return Path(root)
+    cwd = Path.cwd()
+    if (cwd / "notebooks").is_dir():
+        return cwd
+    here = Path(__file__).resolve().parent.parent
+    if (here / "notebooks").is_dir():
+        return here
+    return cwd
+
+
+def _parse_only(only) -> set[str] | None:
+    if only is None or only == "":
+        return None
+    items = only.split(",") if isinstance(only, str) else list(only)
+    out = set()
+    for it in items:
+        it = str(it).strip()
+        if not it:
+            continue
+        if not it.isdigit():
+            raise ValueError(f"only: expected notebook numbers like '00,01', got {only!r}")
+        out.add(f"{int(it):02d}")
+    return out
+
+
+def list_notebooks(kind: str = "notebooks", only=None, root: str | Path | None = None) -> list[Path]:
+    """notebooks/NN_*.ipynb (or solutions/, exercises/) sorted by name, filtered by `only`."""
+    if kind not in KINDS:
+        raise ValueError(f"kind: must be one of {KINDS}, got {kind!r}")
+    wanted = _parse_only(only)
+    folder = repo_root(root) / kind
+    paths = sorted(p for p in folder.glob("*.ipynb") if _NB_RE.match(p.name))
+    return [p for p in paths if wanted is None or p.name[:2] in wanted]
+
+
+# ---------------------------------------------------------------------------------------------
+# notebook hygiene
+
+
+def _read(path) -> "nbformat.NotebookNode":  # noqa: F821
+    import nbformat
+    return nbformat.read(str(path), as_version=4)
+
+
+def dumps(nb) -> str:
+    """The canonical text of a notebook: nbformat's JSON (indent 1, sorted keys) + a newline."""
+    import nbformat
+    s = nbformat.writes(nb, version=4)
+    return s if s.endswith("\n") else s + "\n"
+
+
+def _strip_nb(nb) -> bool:
+    """Remove outputs, execution counts and execution metadata in place; True if anything changed."""
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            if cell.get("outputs"):
+                cell.outputs = []
+                changed = True
+            if cell.get("execution_count") is not None:
+                cell.execution_count = None
+                changed = True
+        for key in ("execution", "papermill", "collapsed", "scrolled"):
+            if key in cell.get("metadata", {}):
+                del cell.metadata[key]
+                changed = True
+    for key in ("papermill", "widgets"):
+        if key in nb.metadata:
+            del nb.metadata[key]
+            changed = True
+    return changed
+
+
+def strip_outputs(path: str | Path) -> bool:
+    """Rewrite the notebook at `path` without outputs, execution counts and papermill metadata.
+    Returns True if the file changed."""
+    path = Path(path)
+    nb = _read(path)
+    _strip_nb(nb)
+    text = dumps(nb)
+    if path.read_text(encoding="utf-8") == text:
+        return False
+    path.write_text(text, encoding="utf-8")
+    return True
+
+
+def find_unstripped(paths) -> list[str]:
+    """Problems of committed notebooks: 'PATH: cell N has outputs' / '... an execution count'."""
+    problems = []
+    for path in paths:
+        nb = _read(path)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            if cell.get("outputs"):
+                problems.append(f"{path}: cell {i} has outputs")
+            if cell.get("execution_count") is not None:
+                problems.append(f"{path}: cell {i} has an execution count")
+        if "papermill" in nb.metadata:
+            problems.append(f"{path}: has papermill metadata (an executed copy?)")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# exercises from solutions
+
+
+def blank_solution(source: str, where: str = "", markdown: bool = False) -> tuple[str, int]:
+    """Replace every BEGIN/END SOLUTION region of a cell's source by the blank, keeping the
+    indentation of the BEGIN line. Returns (new source, number of regions)."""
+    out, inside, n, indent = [], False, 0, ""
+    for lineno, line in enumerate(source.split("\n"), 1):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise ValueError(f"{where}: line {lineno}: nested {BEGIN!r}")
+            inside, n = True, n + 1
+            indent = line[: len(line) - len(line.lstrip())]
+            if markdown:
+                out.append(indent + BLANK_MARKDOWN)
+            else:
+                out.extend(indent + b for b in BLANK_CODE)
+        elif stripped == END:
+            if not inside:
+                raise ValueError(f"{where}: line {lineno}: {END!r} without {BEGIN!r}")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise ValueError(f"{where}: {BEGIN!r} without {END!r}")
+    return "\n".join(out), n
+
+
+def exercise_from_solution(nb, where: str = ""):
+    """The exercise notebook of a solution notebook (a new object; `nb` is not modified)."""
+    ex = copy.deepcopy(nb)
+    cells = []
+    for i, cell in enumerate(ex.cells):
+        if SOLUTION_ONLY_TAG in cell.get("metadata", {}).get("tags", []):
+            continue
+        cell.source, _ = blank_solution(cell.source, f"{where} cell {i}", markdown=cell.cell_type == "markdown")
+        cells.append(cell)
+    ex.cells = cells
+    _strip_nb(ex)
+    return ex
+
+
+def make_exercises(check: bool = False, root: str | Path | None = None) -> int:
+    """Write exercises/NN_*.ipynb from solutions/NN_*.ipynb. check=True writes nothing and returns
+    1 (listing the files) if any exercise notebook differs from what would be generated, or has
+    no solution notebook."""
+    root = repo_root(root)
+    sol_dir, ex_dir = root / "solutions", root / "exercises"
+    drift = []
+    expected = set()
+    for sol in list_notebooks("solutions", root=root):
+        target = ex_dir / sol.name
+        expected.add(target.name)
+        text = dumps(exercise_from_solution(_read(sol), str(sol.relative_to(root))))
+        current = target.read_text(encoding="utf-8") if target.exists() else None
+        if current == text:
+            continue
+        drift.append(f"{target.relative_to(root)}" + (" (missing)" if current is None else " (differs)"))
+        if not check:
+            ex_dir.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+    orphans = [p for p in list_notebooks("exercises", root=root) if p.name not in expected]
+    for p in orphans:
+        drift.append(f"{p.relative_to(root)} (no solutions/{p.name})")
+    if check:
+        if drift:
+            print("exercises out of sync with solutions (run `advlab course make-exercises`):")
+            for d in drift:
+                print(f"  {d}")
+            return 1
+        print(f"exercises in sync with solutions ({len(expected)} notebooks)")
+        return 0
+    for d in drift:
+        if "(no solutions/" in d:
+            print(f"warning: {d}", file=sys.stderr)
+        else:
+            print(f"wrote {d.split(' (')[0]}")
+    if not [d for d in drift if "(no solutions/" not in d]:
+        print(f"exercises already up to date ({len(expected)} notebooks)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# execution
+
+
+def _parameters_source(nb) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return cell.source
+    return ""
+
+
+def notebook_parameters(nb) -> dict:
+    """Names and values assigned in the cell tagged `parameters` (literal values only)."""
+    import ast
+    params = {}
+    try:
+        tree = ast.parse(_parameters_source(nb))
+    except SyntaxError:
+        return params
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    try:
+                        params[t.id] = ast.literal_eval(node.value)
+                    except ValueError:
+                        params[t.id] = None
+    return params
+
+
+def _parameters_for(nb, profile: str, device: str, out_dir: Path, extra: dict | None) -> dict:
+    defined = notebook_parameters(nb)
+    params = {"PROFILE": profile, "DEVICE": device, "OUT_DIR": str(out_dir)}
+    if "INTERACTIVE" in defined:
+        params["INTERACTIVE"] = False
+    params.update(extra or {})
+    return params
+
+
+def _execute_exercises(src: Path, dst: Path, params: dict, cwd: Path, timeout: int | None) -> list[str]:
+    """Run an exercise notebook cell by cell; tolerate only NotImplementedError. Returns the
+    tolerated cells ('cell N'); raises RuntimeError on any other error (after saving dst)."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from papermill.parameterize import parameterize_notebook
+
+    from papermill.iorw import load_notebook_node
+
+    nb = parameterize_notebook(load_notebook_node(str(src)), params, kernel_name=KERNEL_NAME)
+    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=timeout, resources={"metadata": {"path": str(cwd)}})
+    tolerated = []
+    error = None
+    client.reset_execution_trackers()
+    with client.setup_kernel():
+        info = client.wait_for_reply(client.kc.kernel_info())
+        if info is not None and "language_info" in info["content"]:
+            nb.metadata["language_info"] = info["content"]["language_info"]
+        for i, cell in enumerate(nb.cells):
+            try:
+                client.execute_cell(cell, i, execution_count=client.code_cells_executed + 1)
+            except CellExecutionError as e:
+                if e.ename == "NotImplementedError":
+                    tags = cell.metadata.setdefault("tags", [])
+                    if "raises-exception" not in tags:
+                        tags.append("raises-exception")
+                    tolerated.append(f"cell {i}")
+                    continue
+                error = f"cell {i}: {e.ename}: {e.evalue}"
+                break
+    dst.write_text(dumps(nb), encoding="utf-8")
+    nbformat.validate(nb)
+    if error:
+        raise RuntimeError(f"{src.name}: {error} (only NotImplementedError of a blank is tolerated)")
+    return tolerated
+
+
+def _results_dir(out: Path, kind: str, number: str) -> Path:
+    return out / "results" / number if kind == "notebooks" else out / "results" / kind / number
+
+
+def run(profile: str = "quick", only=None, out: str | Path = "build", device: str = "cpu",
+        kind: str = "notebooks", parameters: dict | None = None, timeout: int | None = 1800,
+        root: str | Path | None = None, progress: bool = False) -> int:
+    """Execute the course notebooks with papermill; returns 0 if all ran, 1 otherwise.
+
+    kind: "notebooks", "solutions", "exercises", a comma-separated list of them, or "all".
+    Executed copies go to OUT/<kind>/NN_*.ipynb; each notebook writes its result files into the
+    OUT_DIR it is given (OUT/results/NN for lectures). `parameters` adds/overrides parameters.
+    Notebooks run with their executed copy's folder as working directory, as nbval does later.
+    """
+    if profile not in ("quick", "full"):
+        raise ValueError(f"profile: must be 'quick' or 'full', got {profile!r}")
+    kinds = KINDS if kind == "all" else tuple(k.strip() for k in kind.split(","))
+    for k in kinds:
+        if k not in KINDS:
+            raise ValueError(f"kind: must be one of {KINDS} or 'all', got {kind!r}")
+    out = Path(out).resolve()
+    root = repo_root(root)
+    for var in ("ADVLAB_ZOO", "ADVLAB_DATA"):  # kernels run in OUT/<kind>/: make relative paths absolute
+        if os.environ.get(var):
+            os.environ[var] = str(Path(os.environ[var]).resolve())
+    jobs = [(k, p) for k in kinds for p in list_notebooks(k, only, root)]
+    if not jobs:
+        print(f"advlab course: no notebooks matched (kind={kind!r}, only={only!r}) under {root}")
+        return 1
+    failures, rows = [], []
+    t_all = time.perf_counter()
+    for k, src in jobs:
+        dst_dir = out / k
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        dst = dst_dir / src.name
+        res = _results_dir(out, k, src.name[:2])
+        res.mkdir(parents=True, exist_ok=True)
+        params = _parameters_for(_read(src), profile, device, res, parameters)
+        label = f"{k}/{src.name}"
+        print(f"[{label}] running (profile={profile}, device={device}) ...", flush=True)
+        t0 = time.perf_counter()
+        note = ""
+        try:
+            if k == "exercises":
+                tolerated = _execute_exercises(src, dst, params, dst_dir, timeout)
+                note = f", {len(tolerated)} blank(s) not implemented" if tolerated else ""
+            else:
+                import papermill as pm
+                pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL_NAME,
+                                    cwd=str(dst_dir), progress_bar=progress, execution_timeout=timeout)
+            status = "ok"
+        except Exception as e:  # noqa: BLE001 -- reported, the run goes on with the next notebook
+            status = "FAILED"
+            msg = str(e).strip().splitlines()
+            failures.append(f"{label}: {type(e).__name__}: " + (msg[-1] if msg else ""))
+            print("\n".join(msg[-25:]), file=sys.stderr)
+        dt = time.perf_counter() - t0
+        rows.append((label, status, dt))
+        print(f"[{label}] {status} in {dt:.1f} s{note}", flush=True)
+    total = time.perf_counter() - t_all
+    print(f"\nadvlab course run: {len(rows) - len(failures)}/{len(rows)} notebooks ok in {total:.1f} s")
+    for label, status, dt in rows:
+        print(f"  {status:6s} {dt:7.1f} s  {label}")
+    print(f"executed notebooks: {', '.join(str(out / k) for k in kinds)}")
+    print(f"results (json/csv/png): {out / 'results'}")
+    if failures:
+        print("failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m advlab.course", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="action", required=True)
+    r = sub.add_parser("run", help="execute notebooks with papermill")
+    r.add_argument("--profile", choices=("quick", "full"), default="quick")
+    r.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
+    r.add_argument("--out", default="build")
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--kind", default="notebooks", help="notebooks, solutions, exercises (comma-separated) or all")
+    r.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    m = sub.add_parser("make-exercises", help="generate exercises/ from solutions/")
+    m.add_argument("--check", action="store_true", help="only report drift, write nothing")
+    s = sub.add_parser("strip", help="remove outputs from notebooks in place")
+    s.add_argument("paths", nargs="*", help="default: every notebook in notebooks/, solutions/, exercises/")
+    args = p.parse_args(argv)
+    if args.action == "run":
+        return run(args.profile, args.only, args.out, args.device, kind=args.kind, timeout=args.timeout)
+    if args.action == "make-exercises":
+        return make_exercises(check=args.check)
+    paths = args.paths or [p for k in KINDS for p in list_notebooks(k)]
+    for path in paths:
+        if strip_outputs(path):
+            print(f"stripped {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""Matplotlib pictures used across the lectures.
+
+    fig = viz.show_images(x[:16], labels=y[:16], class_names=data.class_names("fashion_mnist"))
+    fig = viz.show_perturbations(x[:6], x_adv[:6])
+    viz.save_figure(fig, OUT_DIR, "gallery")
+
+Every helper returns its figure (or the axes it drew on, when it takes an `ax=`) and never calls
+`plt.show()`: in Jupyter the inline backend shows the figure at the end of the cell; elsewhere
+(scripts, papermill without a kernel, CI) the non-interactive Agg backend is selected on import,
+unless a backend was already chosen (MPLBACKEND or an earlier `import matplotlib.pyplot`).
+This module never imports IPython or ipywidgets.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import matplotlib
+
+
+def _in_jupyter_kernel() -> bool:
+    return "ipykernel" in sys.modules
+
+
+if not _in_jupyter_kernel() and "MPLBACKEND" not in os.environ and "matplotlib.pyplot" not in sys.modules:
+    matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle  # noqa: E402
+
+CORRECT_COLOR = "#1a7f37"
+WRONG_COLOR = "#cf222e"
+
+
+def _to_numpy(x) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _as_images(x) -> np.ndarray:
+    """(N, C, H, W) / (N, H, W) / (C, H, W) / (H, W) -> (N, H, W) or (N, H, W, 3) for imshow."""
+    a = _to_numpy(x)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[0] != a.shape[1]:
+        a = a[None]  # a single (C, H, W) image
+    if a.ndim == 4:
+        a = a[:, 0] if a.shape[1] == 1 else a.transpose(0, 2, 3, 1)
+    if a.ndim not in (3, 4):
+        raise ValueError(f"x: expected images of shape (N, C, H, W), got shape {tuple(_to_numpy(x).shape)}")
+    return a
+
+
+def _label_list(v, n):
+    if v is None:
+        return [None] * n
+    a = _to_numpy(v).astype(int).reshape(-1).tolist()
+    if len(a) < n:
+        raise ValueError(f"expected at least {n} labels, got {len(a)}")
+    return a
+
+
+def _name(c, class_names):
+    if c is None:
+        return ""
+    return class_names[c] if class_names is not None else str(c)
+
+
+def _grid(n: int, ncols: int, cell: float = 1.35, extra_h: float = 0.0, title_lines: int = 1):
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, nrows * (cell + 0.17 * title_lines) + extra_h),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    return fig, axes
+
+
+def show_images(x, labels=None, preds=None, class_names=None, ncols: int = 8, title: str | None = None,
+                cell_size: float = 1.35):
+    """A grid of images with their labels; with `preds`, titles say the prediction, green when it
+    equals the label and red otherwise. Returns the figure."""
+    imgs = _as_images(x)
+    n = len(imgs)
+    if n == 0:
+        raise ValueError("x: no images to show")
+    labels, preds = _label_list(labels, n), _label_list(preds, n)
+    two_lines = any(p is not None and lab is not None and p != lab for p, lab in zip(preds, labels))
+    fig, axes = _grid(n, ncols, cell_size, extra_h=0.3 if title else 0.0, title_lines=2 if two_lines else 1)
+    for i, ax in enumerate(axes.flat[:n]):
+        ax.imshow(imgs[i], cmap="gray" if imgs[i].ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+        if preds[i] is not None:
+            ok = labels[i] is None or preds[i] == labels[i]
+            text = _name(preds[i], class_names)
+            if labels[i] is not None and not ok:
+                text += f"\n(true: {_name(labels[i], class_names)})"
+            ax.set_title(text, fontsize=8, color=CORRECT_COLOR if ok else WRONG_COLOR)
+        elif labels[i] is not None:
+            ax.set_title(_name(labels[i], class_names), fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_perturbations(x, x_adv, labels=None, preds=None, preds_adv=None, class_names=None, n: int = 6,
+                       title: str | None = None, cmap: str = "RdBu_r"):
+    """Three rows per example column: the image, the perturbed image, and the perturbation
+    x_adv - x amplified to the full colour range of a diverging colormap (white = unchanged).
+    The amplification is printed in the row label. Returns the figure."""
+    a, b = _as_images(x), _as_images(x_adv)
+    if a.shape != b.shape:
+        raise ValueError(f"x_adv: shape {b.shape} differs from x's {a.shape}")
+    n = min(n, len(a))
+    a, b = a[:n], b[:n]
+    delta = b - a
+    if delta.ndim == 4:  # colour: show the per-pixel mean over channels
+        delta = delta.mean(-1)
+    m = float(np.abs(delta).max()) or 1.0
+    labels, preds, preds_adv = _label_list(labels, n), _label_list(preds, n), _label_list(preds_adv, n)
+    fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 0.8, 5.0), squeeze=False)
+    im = None
+    for i in range(n):
+        for r, (img, p) in enumerate(((a[i], preds[i]), (b[i], preds_adv[i]))):
+            ax = axes[r, i]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            lab = labels[i]
+            if p is not None:
+                ok = lab is None or p == lab
+                ax.set_title(_name(p, class_names), fontsize=8, color=CORRECT_COLOR if ok else WRONG_COLOR)
+            elif r == 0 and lab is not None:
+                ax.set_title(_name(lab, class_names), fontsize=8)
+        im = axes[2, i].imshow(delta[i], cmap=cmap, vmin=-m, vmax=m, interpolation="nearest")
+        axes[2, i].set_title(f"|δ|∞={np.abs(delta[i]).max():.3f}", fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for s in ax.spines.values():
+            s.set_visible(False)
+    axes[0, 0].set_ylabel("image", fontsize=9)
+    axes[1, 0].set_ylabel("perturbed", fontsize=9)
+    axes[2, 0].set_ylabel(f"δ (±{m:.3f})", fontsize=9)
+    fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8, pad=0.01)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _project_linf_2d(p, eps):
+    return np.clip(p, -eps, eps)
+
+
+def _project_l2_2d(p, eps):
+    r = float(np.linalg.norm(p))
+    return p if r <= eps else p * (eps / r)
+
+
+def plot_norm_balls(eps_linf: float, eps_l2: float, ax=None, point=None, show_projection: bool = True):
+    """The 2-D Linf ball (a square) and L2 ball (a disk) around the origin, an example point
+    outside both, and its projections (closest points) onto each. Returns the axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 4.6))
+    r = max(eps_linf, eps_l2)
+    p = np.asarray(point if point is not None else (1.45 * r, 0.75 * r), dtype=float)
+    ax.add_patch(Rectangle((-eps_linf, -eps_linf), 2 * eps_linf, 2 * eps_linf, facecolor="#4c72b0", alpha=0.18,
+                           edgecolor="#4c72b0", lw=2, label=f"L∞ ball, ε = {eps_linf:g}"))
+    ax.add_patch(Circle((0, 0), eps_l2, facecolor="#dd8452", alpha=0.18, edgecolor="#dd8452", lw=2,
+                        label=f"L2 ball, ε = {eps_l2:g}"))
+    ax.plot([0], [0], "k+", ms=10)
+    ax.annotate("x", (0, 0), textcoords="offset points", xytext=(5, -12))
+    ax.plot(*p, "ko", ms=5)
+    ax.annotate("x + δ", p, textcoords="offset points", xytext=(6, 4))
+    if show_projection:
+        for proj, color, name in ((_project_linf_2d(p, eps_linf), "#4c72b0", "L∞"),
+                                  (_project_l2_2d(p, eps_l2), "#dd8452", "L2")):
+            ax.add_patch(FancyArrowPatch(p, proj, arrowstyle="-|>", mutation_scale=12, color=color, lw=1.5,
+                                         linestyle="--"))
+            ax.plot(*proj, "o", color=color, ms=5, label=f"projection onto the {name} ball")
+    lim = 1.25 * max(r, float(np.abs(p).max()))
+    ax.set_xlim(-lim, lim)
+    ax.set_ylim(-lim, lim)
+    ax.set_aspect("equal")
+    ax.axhline(0, color="0.85", lw=0.8, zorder=0)
+    ax.axvline(0, color="0.85", lw=0.8, zorder=0)
+    ax.set_xlabel("δ₁")
+    ax.set_ylabel("δ₂")
+    ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("threat models in 2-D")
+    return ax
+
+
+def plot_accuracy_vs_eps(results: dict, ax=None, title: str | None = None, xlabel: str = "ε",
+                         chance: float | None = None, percent: bool = True):
+    """One line per entry of `results`: {name: [(eps, accuracy in [0, 1]), ...]}. Returns the axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.0, 3.5))
+    scale = 100.0 if percent else 1.0
+    for name, pts in results.items():
+        pts = sorted((float(e), float(a)) for e, a in pts)
+        if not pts:
+            continue
+        e, a = zip(*pts)
+        ax.plot(e, [scale * v for v in a], "o-", label=str(name), ms=4)
+    if chance is not None:
+        ax.axhline(scale * chance, color="0.5", ls=":", lw=1, label="chance")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy (%)" if percent else "accuracy")
+    ax.set_ylim(-0.03 * scale, 1.03 * scale)
+    ax.grid(alpha=0.3)
+    if results:
+        ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def save_figure(fig, out_dir, name: str, dpi: int = 110) -> Path:
+    """Write `fig` as OUT_DIR/NAME.png (folders created as needed); returns the path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / (name if name.endswith(".png") else f"{name}.png")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# lecture 00: what a budget looks like, and who the attacker is
+
+
+def budget_noise(x: torch.Tensor, eps: float, norm: str = "linf", seed: int = 0) -> torch.Tensor:
+    """x plus random noise that spends the whole budget, clipped to [0, 1].
+
+    linf: every pixel moves by +-eps (a random corner of the Linf ball);
+    l2:   a random direction scaled to L2 length eps (a random point on the L2 sphere).
+    Clipping to the image box can only shorten the perturbation. Not an attack: a baseline.
+    """
+    if norm not in ("linf", "l2"):
+        raise ValueError(f"norm: must be 'linf' or 'l2', got {norm!r}")
+    if eps < 0:
+        raise ValueError(f"eps: must be >= 0, got {eps!r}")
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x.shape, generator=g).to(x.device, x.dtype)
+    if norm == "linf":
+        delta = eps * noise.sign()
+    else:
+        flat = noise.flatten(1).norm(dim=1).clamp_min(1e-12)
+        delta = eps * noise / flat.view(-1, *([1] * (x.dim() - 1)))
+    return (x + delta).clamp(0.0, 1.0)
+
+
+def show_threat_model_noise(x: torch.Tensor, eps_linf=(0.03, 0.1, 0.3), eps_l2=(0.5, 1.5, 4.0), seed: int = 0,
+                            title: str | None = None):
+    """For each image (rows): the clean image, then random budget-spending noise at each Linf and
+    each L2 budget (columns), titled with the norms actually measured after clipping to [0, 1]."""
+    x = x[:6]
+    cols = [("clean", None, None)] + [("L∞", "linf", e) for e in eps_linf] + [("L2", "l2", e) for e in eps_l2]
+    fig, axes = plt.subplots(len(x), len(cols), figsize=(1.45 * len(cols), 1.55 * len(x) + 0.4), squeeze=False)
+    for j, (name, norm, eps) in enumerate(cols):
+        xn = x if norm is None else budget_noise(x, eps, norm, seed)
+        d = (xn - x).flatten(1)
+        for i in range(len(x)):
+            ax = axes[i, j]
+            img = _as_images(xn[i:i + 1])[0]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title("clean" if norm is None else f"{name} ε={eps:g}", fontsize=8)
+            if norm is not None:
+                ax.set_xlabel(f"∞:{d[i].abs().max():.2f} 2:{d[i].norm():.2f}", fontsize=6.5)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _box(ax, xy, w, h, text, color, fontsize=9):
+    ax.add_patch(FancyBboxPatch(xy, w, h, boxstyle="round,pad=0.02,rounding_size=0.08", facecolor=color,
+                                edgecolor="0.25", lw=1.2))
+    ax.text(xy[0] + w / 2, xy[1] + h / 2, text, ha="center", va="center", fontsize=fontsize)
+
+
+def plot_threat_models(ax=None):
+    """Boxes-and-arrows picture of a defended classifier (input -> purifier -> classifier ->
+    prediction) and, underneath, which part each kind of attacker sees and differentiates
+    through. Returns the axes."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9.5, 4.6))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 6.2)
+    ax.axis("off")
+    y0, h = 4.7, 0.95
+    boxes = [(0.2, "input x'\n(in the ε-ball)", "#eeeeee"), (2.7, "defense\n(e.g. purifier)", "#c6dbef"),
+             (5.2, "classifier f\n(weights θ)", "#c7e9c0"), (7.7, "prediction\n(scores / label)", "#eeeeee")]
+    w = 2.0
+    for x, text, color in boxes:
+        _box(ax, (x, y0), w, h, text, color)
+    for (x, _, _), (x2, _, _) in zip(boxes, boxes[1:]):
+        ax.add_patch(FancyArrowPatch((x + w + 0.05, y0 + h / 2), (x2 - 0.05, y0 + h / 2), arrowstyle="-|>",
+                                     mutation_scale=14, color="0.2", lw=1.5))
+    rows = [  # (label, start, end, colour, what it does)
+        ("white-box", 2.7, 7.2, "#6a51a3", "knows everything; runs standard gradient attacks end to end"),
+        ("grey-box", 5.2, 7.2, "#2171b5", "knows f, not the defense: attacks f alone, then feeds x' through both"),
+        ("black-box", 0.2, 9.7, "#636363", "only sends inputs and reads outputs (queries), or transfers from a substitute"),
+        ("adaptive", 2.7, 7.2, "#cb181d", "knows everything and adapts: BPDA, EoT, custom losses for this defense"),
+    ]
+    for k, (name, a, b, color, what) in enumerate(rows):
+        yy = 3.75 - 0.9 * k
+        ax.add_patch(FancyArrowPatch((a, yy), (b, yy), arrowstyle="<|-|>", mutation_scale=12, color=color, lw=2.2))
+        ax.text(0.15, yy + 0.1, name, color=color, fontsize=10, fontweight="bold", va="bottom")
+        ax.text((a + b) / 2 if name != "black-box" else 5.0, yy - 0.1, what, color=color, fontsize=7.5,
+                ha="center", va="top")
+    ax.set_title("who the attacker is: what each one sees (arrows: the span it differentiates through or queries)",
+                 fontsize=9.5)
+    return ax
