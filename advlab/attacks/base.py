@@ -253,7 +253,7 @@ class Attack:
     # settings shown by repr(): every robust-accuracy number carries the attack that produced it
     def _settings(self) -> dict:
         skip = {"checks", "chunk_size", "last_checks", "amp"}
-        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in skip
+        return {k: v for k, v in vars(self).items() if not k.startswith(("_", "last_")) and k not in skip
                 and isinstance(v, (int, float, str, bool, type(None)))}
 
     def __repr__(self) -> str:
