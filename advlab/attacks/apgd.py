@@ -141,6 +141,18 @@ def apgd_restarts(atk, model, x, aux, generator, loss_fn, success_fn, todo):
     return x_adv, done
 
 
+def _targeted_dlr(z, a):
+    return dlr_loss_targeted(z, a[:, 0], a[:, 1])
+
+
+def _targeted_dlr_few_classes(z, a):
+    """Targeted DLR for 2 or 3 classes, where z_pi3 / z_pi4 do not exist (2 classes: the plain
+    logit gap, as any normalisation by logit differences would make it constant)."""
+    z = z.float()
+    gap = z.gather(1, a[:, 1:2]).squeeze(1) - z.gather(1, a[:, :1]).squeeze(1)
+    return gap if z.shape[1] == 2 else gap / (z.amax(1) - z.amin(1) + 1e-12)
+
+
 def _check_rho(rho) -> float:
     check_positive(rho, "rho")
     if rho > 1:
@@ -155,10 +167,11 @@ class APGD(Attack):
     rho of the steps since the last checkpoint increased the loss, or when neither the step size
     nor the best loss changed; momentum 0.75. loss "ce" or "dlr" (scale-invariant Difference of
     Logits Ratio). Each of n_restarts random starts attacks only the points still correctly
-    classified. Returns, per example, a misclassified iterate when one was found, else the
-    highest-loss one. targeted=True: y holds target classes and the loss of the target is
-    descended (-CE, or -DLR of the target). eot_iter > 1 averages gradients and losses over
-    that many passes (randomised defenses).
+    classified, from a uniform random point of the ball. Returns, per example, a misclassified
+    iterate when one was found (with eot_iter=1 the first one: the example is then left alone),
+    else the highest-loss iterate. targeted=True: y holds target classes and the loss of the
+    target is descended (-CE, or -DLR of the target). eot_iter > 1 averages gradients and losses
+    over that many passes (randomised defenses). DLR needs at least 3 classes.
     """
 
     randomized = True
@@ -184,7 +197,10 @@ class APGD(Attack):
     def _attack(self, model, x, y, generator, active=None):
         loss_fn, success_fn = self._objective()
         with torch.no_grad():
-            todo = ~success_fn(model(x).float(), y)
+            logits = model(x).float()
+        if self.loss == "dlr" and logits.shape[1] < 3:
+            raise ValueError(f"loss: 'dlr' needs a model with at least 3 classes, this one has {logits.shape[1]}")
+        todo = ~success_fn(logits, y)
         if active is not None:
             todo &= active
         x_adv, _ = apgd_restarts(self, model, x, y, sub_generator(generator), loss_fn, success_fn, todo)
@@ -196,7 +212,8 @@ class APGDT(Attack):
 
     For k = 2 .. n_target_classes + 1, target the class with the k-th largest clean logit and run
     APGD with the targeted DLR loss -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) on the points still
-    correctly classified. Returns the first misclassified point found per example, else x.
+    correctly classified (3 classes: -(z_y - z_t) / (z_pi1 - z_pi3); 2 classes: z_t - z_y).
+    Returns the first misclassified point found per example, else x.
     """
 
     randomized = True
@@ -220,7 +237,7 @@ class APGDT(Attack):
             todo &= active
         order = logits.argsort(1, descending=True)
         x_adv = x.clone()
-        loss_fn = lambda z, a: dlr_loss_targeted(z, a[:, 0], a[:, 1])  # noqa: E731
+        loss_fn = _targeted_dlr if logits.shape[1] >= 4 else _targeted_dlr_few_classes
         success_fn = lambda z, a: z.argmax(1) != a[:, 0]  # noqa: E731
         for k in range(1, min(self.n_target_classes, logits.shape[1] - 1) + 1):
             if not bool(todo.any()):
