@@ -86,7 +86,8 @@ def eps_explorer(model, x: torch.Tensor, y: torch.Tensor, attack_factory, eps_va
     attack_factory: {name: eps -> attack} (the dropdown picks the name), or one callable
         eps -> attack. An attack is any `atk(model, x, y) -> x_adv`, e.g. advlab.attacks.PGD.
     eps_values: the ε values the slider offers; each (attack, ε, image) is attacked once, then
-        cached, so moving back and forth is instant.
+        cached, so moving back and forth is instant. ε = 0 shows the clean image (no attack is
+        built, so factories need not accept 0, e.g. a PGD whose step size is proportional to ε).
     eps: the starting ε (default: the second value, or the only one); index: the starting image.
 
     Returns the widget (display it, or leave it as the last expression of a cell). `.update()`
@@ -137,9 +138,12 @@ def eps_explorer(model, x: torch.Tensor, y: torch.Tensor, attack_factory, eps_va
     def attacked(name, e, i):
         key = (name, e, i)
         if key not in cache:
-            atk = factories[name](e)
             xi, yi = x[i:i + 1], y[i:i + 1]
-            xa = atk(model, xi, yi).detach()
+            if e == 0:
+                rep, xa = "no attack (ε = 0)", xi.detach().clone()
+            else:
+                atk = factories[name](e)
+                rep, xa = repr(atk), atk(model, xi, yi).detach()
             with torch.no_grad():
                 was = model.training if hasattr(model, "training") else False
                 if hasattr(model, "eval"):
@@ -149,7 +153,7 @@ def eps_explorer(model, x: torch.Tensor, y: torch.Tensor, attack_factory, eps_va
                 finally:
                     if hasattr(model, "train"):
                         model.train(was)
-            cache[key] = (repr(atk), xa, p[0], p[1])
+            cache[key] = (rep, xa, p[0], p[1])
         return cache[key]
 
     def render(*_):

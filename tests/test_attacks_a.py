@@ -388,3 +388,16 @@ def test_transfer_crafts_on_the_substitute_only():
     assert atk.eps == 0.1 and atk.norm == "linf" and not atk.targeted
     r = repr(atk)
     assert "Transfer(" in r and "PGD(" in r and "Sequential" in r
+
+
+def test_attacks_work_inside_no_grad_with_runtime_checks():
+    """Callers often evaluate under torch.no_grad(); the attack must still get its gradients."""
+    import torch
+    import advlab.attacks as A
+    from advlab import data, models
+    torch.manual_seed(0)
+    model = models.build("cnn", "synthetic").eval()
+    x, y = data.batch("synthetic", "test", n=8, seed=0)
+    with torch.no_grad():
+        x_adv = A.PGD(eps=0.1, alpha=0.05, steps=2)(model, x, y)
+    assert (x_adv - x).abs().max() > 0

@@ -147,6 +147,19 @@ def test_apgdt_reports_only_misclassified_points_or_the_original(mlp):
         assert flat_norm(xa - x, norm).max() <= eps + 1e-5
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_apgdt_and_dlr_on_few_classes(n_classes):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, n_classes)).eval()
+    x = torch.rand(20, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    assert not _correct(model, APGDT(0.3, steps=5)(model, x, y), y).all()
+    if n_classes == 2:
+        with pytest.raises(ValueError, match="loss"):
+            APGD(0.3, steps=5, loss="dlr")(model, x, y)
+
+
 def test_apgd_argument_checks():
     for kw, name in ((dict(loss="margin"), "loss"), (dict(rho=1.5), "rho"), (dict(steps=0), "steps"),
                      (dict(n_restarts=0), "n_restarts"), (dict(eot_iter=0), "eot_iter"), (dict(norm="l1"), "norm")):

@@ -80,27 +80,49 @@ def test_robust_accuracy_matches_torchattacks(cnn, fmnist, kind):
     assert a_ours <= a_theirs + 0.02, f"{ours!r} is weaker than torchattacks by more than 2 points"
 
 
-def _success_and_median_l2(model, x, y, x_adv):
+def _fooled(model, x, y, x_adv):
+    """Examples correctly classified on x and misclassified on x_adv, and the fraction they make
+    of the correctly classified ones (the success rate)."""
     correct = predict(model, x) == y
     fooled = (predict(model, x_adv) != y) & correct
-    l2 = (x_adv - x).flatten(1).norm(dim=1)[fooled]
-    return fooled.sum().item() / max(int(correct.sum()), 1), float(l2.median()) if len(l2) else float("nan")
+    return fooled, fooled.sum().item() / max(int(correct.sum()), 1)
 
 
-@pytest.mark.parametrize("kind", ["cw", "deepfool"])
-def test_minimal_attacks_match_torchattacks(cnn, fmnist, kind):
-    x, y = fmnist[0][:N_MINIMAL], fmnist[1][:N_MINIMAL]
-    if kind == "cw":
-        ours, theirs = A.CW(c=1.0, kappa=0.0, steps=100, lr=0.01), torchattacks.CW(cnn, c=1, kappa=0, steps=100, lr=0.01)
-    else:
-        ours, theirs = A.DeepFool(steps=50, overshoot=0.02), torchattacks.DeepFool(cnn, steps=50, overshoot=0.02)
-    s_ours, l2_ours = _success_and_median_l2(cnn, x, y, ours(cnn, x, y))
-    s_theirs, l2_theirs = _success_and_median_l2(cnn, x, y, theirs(x, y))
-    cnn.zero_grad(set_to_none=True)  # torchattacks' DeepFool accumulates parameter gradients
-    report(f"{kind} success rate / median L2 of successes (n={N_MINIMAL})",
+def _median_l2(x, x_adv, mask):
+    return float((x_adv - x).flatten(1).norm(dim=1)[mask].median()) if bool(mask.any()) else float("nan")
+
+
+def test_cw_matches_torchattacks(cnn, fmnist):
+    x, y = fmnist
+    ours = A.CW(c=1.0, kappa=0.0, steps=50, lr=0.01)
+    theirs = torchattacks.CW(cnn, c=1, kappa=0, steps=50, lr=0.01)
+    xa_ours, xa_theirs = ours(cnn, x, y), theirs(x, y)
+    f_ours, s_ours = _fooled(cnn, x, y, xa_ours)
+    f_theirs, s_theirs = _fooled(cnn, x, y, xa_theirs)
+    l2_ours, l2_theirs = _median_l2(x, xa_ours, f_ours), _median_l2(x, xa_theirs, f_theirs)
+    report(f"CW success rate / median L2 of successes (n={N})",
            f"{s_ours:.3f} / {l2_ours:.3f}", f"{s_theirs:.3f} / {l2_theirs:.3f}")
-    # ours may succeed more often (torchattacks 3.5.1's DeepFool leaves about half the CNN's points
-    # unflipped at 50 steps, ours flips all with the same median norm) but never less often
+    assert abs(s_ours - s_theirs) <= 0.05
+    assert abs(l2_ours - l2_theirs) <= 0.25 * l2_theirs
+
+
+def test_deepfool_matches_torchattacks(cnn, fmnist):
+    """torchattacks' DeepFool omits the paper's +1e-4 in the step length, so where the box [0, 1]
+    clips part of a step it creeps up to the boundary without crossing it, and it loops over the
+    images one by one, spending every remaining step on those. Hence: steps=10 for both (ours
+    needs 2-4), our success rate must not be lower than theirs by more than 5 points (it is higher),
+    and the L2 sizes are compared on the examples both fool."""
+    x, y = fmnist
+    ours = A.DeepFool(steps=10, overshoot=0.02)
+    theirs = torchattacks.DeepFool(cnn, steps=10, overshoot=0.02)
+    xa_ours, xa_theirs = ours(cnn, x, y), theirs(x, y)
+    cnn.zero_grad(set_to_none=True)  # torchattacks' DeepFool accumulates parameter gradients
+    f_ours, s_ours = _fooled(cnn, x, y, xa_ours)
+    f_theirs, s_theirs = _fooled(cnn, x, y, xa_theirs)
+    both = f_ours & f_theirs
+    l2_ours, l2_theirs = _median_l2(x, xa_ours, both), _median_l2(x, xa_theirs, both)
+    report(f"DeepFool success rate / median L2 on the {int(both.sum())} both fool (n={N})",
+           f"{s_ours:.3f} / {l2_ours:.3f}", f"{s_theirs:.3f} / {l2_theirs:.3f}")
     assert s_ours >= s_theirs - 0.05
     assert abs(l2_ours - l2_theirs) <= 0.25 * l2_theirs
 

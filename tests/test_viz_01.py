@@ -116,6 +116,9 @@ def test_eps_explorer_updates_without_a_browser(net_and_data):
     assert w.last_result["index"] == 2 and w.last_result["label"] == int(y[2])
     eps_slider.value = 0.0
     assert w.last_result["pred_adv"] == w.last_result["pred_clean"]   # ε = 0 changes nothing
+    assert w.last_result["attack"] == "no attack (ε = 0)"
+    pgd_by_eps = {"PGD": lambda e: attacks.PGD(eps=e, alpha=2.5 * e / 5, steps=5)}   # alpha = 0 would be invalid
+    assert widgets.eps_explorer(net, x, y, pgd_by_eps, [0.0, 0.1], eps=0.0).last_result["attack"].startswith("no attack")
     single = widgets.eps_explorer(net, x[:1], y[:1], lambda e: attacks.FGSM(eps=e), [0.1])
     assert len(single.children[0].children) == 1                          # no dropdown, no image slider
     with pytest.raises(ValueError, match="attack_factory"):

@@ -279,7 +279,8 @@ class Attack:
                 num_classes = model(x[:1]).shape[1]
             check_labels(y, len(x), num_classes, "y")
             if self.checks and is_module:
-                self.last_checks = runtime_checks(model, x, y, getattr(self, "eot_iter", 1), was_training)
+                with torch.enable_grad():  # attacks may be called inside torch.no_grad()
+                    self.last_checks = runtime_checks(model, x, y, getattr(self, "eot_iter", 1), was_training)
             g = torch.Generator().manual_seed(self.seed)
             out = []
             for i in range(0, len(x), self.chunk_size):
