@@ -22,22 +22,31 @@ def _train(args) -> int:
     if entry is None:
         print(f"advlab train: unknown zoo model {args.name!r}; available: {zoo.names()}", file=sys.stderr)
         return 2
-    if entry.builder:
+    if entry.trainer:
         import importlib
-        mod, fn = entry.builder.split(":")[0], "train_zoo_entry"
-        return importlib.import_module(mod).__dict__[fn](entry, args)
+        return importlib.import_module(entry.trainer).train_zoo_entry(entry, args)
+    return train_and_save(entry, args, train.TrainConfig, train.train)
+
+
+def train_and_save(entry, args, config_cls, train_fn) -> int:
+    """Build config_cls from the entry's profile, train with train_fn(cfg, checkpoint=...) and save
+    the weights with the exact command into the zoo (or args.out). Under torchrun only rank 0 saves."""
+    from advlab import train, zoo
     overrides = dict(entry.train)
     if args.profile == "quick":
         overrides.update(entry.train_quick)
-    cfg = train.TrainConfig(arch=entry.arch, dataset=entry.dataset, device=args.device,
-                            arch_kwargs=dict(entry.arch_kwargs), **overrides)
+    cfg = config_cls(arch=entry.arch, dataset=entry.dataset, device=args.device,
+                     arch_kwargs=dict(entry.arch_kwargs), **overrides)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
     out = args.out or (None if args.profile == "full" else "build/zoo")
     # the checkpoint is keyed by the exact config, so a run only ever resumes itself
     key = hashlib.sha1(json.dumps(train.config_dict(cfg), sort_keys=True).encode()).hexdigest()[:10]
-    model, metrics = train.train(cfg, checkpoint=f"build/checkpoints/{args.name.replace('/', '__')}_{key}.pt")
+    model, metrics = train_fn(cfg, checkpoint=f"build/checkpoints/{args.name.replace('/', '__')}_{key}.pt")
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return 0
     metrics = {k: v for k, v in metrics.items() if k != "history"} | {"history": metrics["history"]}
     device = str(train.resolve_device(args.device))
     command = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") \

@@ -79,16 +79,42 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, shi
 
 def train(cfg: TrainConfig, model: nn.Module | None = None,
           loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-          checkpoint: str | Path | None = None, progress: bool = True) -> tuple[nn.Module, dict]:
-    """Train `model` (or a fresh `cfg.arch`) and return it in eval mode with its metrics."""
+          checkpoint: str | Path | None = None, progress: bool = True,
+          monitor: Callable[[nn.Module, int], dict | None] | None = None, monitor_every: int = 0,
+          ) -> tuple[nn.Module, dict]:
+    """Train `model` (or a fresh `cfg.arch`) and return it in eval mode with its metrics.
+
+    monitor(model, step) is called every `monitor_every` optimiser steps (0: after each epoch) and
+    may return a dict, kept in metrics["monitor"]; {"stop": True} in it ends training there.
+    Under torchrun (several processes) the model is wrapped in DistributedDataParallel and each
+    process trains on its shard of every epoch; cfg.batch_size stays the global batch size.
+    """
     if cfg.epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {cfg.epochs}")
+    if monitor_every < 0:
+        raise ValueError(f"monitor_every: must be >= 0, got {monitor_every}")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    rank, world = init_distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {world} processes")
+    progress = progress and rank == 0
     model = (model or models.build(cfg.arch, cfg.dataset, **cfg.arch_kwargs)).to(device)
     x_train, y_train = data.batch(cfg.dataset, "train", n=cfg.n_train, seed=cfg.seed)
     x_test, y_test = data.batch(cfg.dataset, "test", n=cfg.n_test, seed=cfg.seed)
-    steps_per_epoch = math.ceil(len(y_train) / cfg.batch_size)
+    sampler = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(range(len(y_train)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        net = model
+    batch_size = cfg.batch_size // world
+    n_local = len(sampler) if sampler is not None else len(y_train)
+    steps_per_epoch = math.ceil(n_local / batch_size)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
@@ -100,20 +126,25 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.with_suffix(".pt.json").exists():
         start_epoch, history = _resume(ckpt, model, opt, sched, g)
-    t0 = time.time()
+    t0, monitored, stop = time.time(), [], False
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        perm = torch.randperm(len(y_train), generator=g)
+        net.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+            perm = torch.tensor(list(sampler))
+            torch.randperm(len(y_train), generator=g)  # keep g's stream identical to one process
+        else:
+            perm = torch.randperm(len(y_train), generator=g)
         bar = tqdm(range(steps_per_epoch), desc=f"{cfg.arch} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False)
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, seen = 0.0, 0
         for step in bar:
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            idx = perm[step * batch_size:(step + 1) * batch_size]
             xb, yb = x_train[idx].to(device), y_train[idx].to(device)
             if cfg.augment:
                 xb = augment_batch(xb, g)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(model, xb, yb)
+                loss = loss_fn(net, xb, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -122,18 +153,67 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
             seen += len(yb)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+            global_step = epoch * steps_per_epoch + step + 1
+            if monitor and monitor_every and global_step % monitor_every == 0:
+                _sync_buffers(model, world)
+                stop = _call_monitor(monitor, model, global_step, monitored, progress)
+                if stop:
+                    break
+        _sync_buffers(model, world)
+        if monitor and not monitor_every:
+            stop = _call_monitor(monitor, model, (epoch + 1) * steps_per_epoch, monitored, progress)
         test_acc = accuracy(model, x_test.to(device), y_test.to(device))
         history.append({"epoch": epoch + 1, "train_loss": total_loss / seen, "test_acc": test_acc,
                         "seconds": round(time.time() - t0, 1)})
         if progress:
             print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {total_loss / seen:.4f}, "
                   f"test acc {100 * test_acc:.2f}% ({len(y_test)} images)")
-        if ckpt:
+        if ckpt and rank == 0 and not stop:
             _save_checkpoint(ckpt, model, opt, sched, g, epoch + 1, history)
+        if stop:
+            break
     model.eval()
     metrics = {"clean_acc": history[-1]["test_acc"] if history else None, "n_test": len(y_test),
                "epochs": cfg.epochs, "train_seconds": round(time.time() - t0, 1), "history": history}
+    if monitor:
+        metrics["monitor"] = monitored
+    if world > 1:
+        metrics["world_size"] = world
     return model, metrics
+
+
+def _sync_buffers(model: nn.Module, world: int) -> None:
+    # BN running statistics are updated by each process on its own shard: rank 0's become everyone's,
+    # so that evaluation, monitoring and the saved weights agree across processes
+    if world > 1:
+        for buf in model.buffers():
+            torch.distributed.broadcast(buf, src=0)
+
+
+def _call_monitor(monitor, model, step: int, monitored: list, progress: bool) -> bool:
+    was_training = model.training
+    out = monitor(model, step) or {}
+    model.train(was_training)
+    if out:
+        monitored.append({"step": step} | out)
+        if progress and out.get("message"):
+            tqdm.write(out["message"])
+    return bool(out.get("stop"))
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size): joins the process group that torchrun describes in the environment
+    (nccl on CUDA, gloo on CPU), or (0, 1) outside torchrun."""
+    import os
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return 0, 1
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _save_checkpoint(path: Path, model, opt, sched, g: torch.Generator, epoch: int, history: list) -> None:

@@ -40,6 +40,7 @@ class ZooEntry:
     train_quick: dict = field(default_factory=dict)  # overrides for --profile quick
     arch_kwargs: dict = field(default_factory=dict)
     builder: str | None = None    # "module:function" building the model, for non-classifier entries
+    trainer: str | None = None    # module whose train_zoo_entry(entry, args) trains it (default: advlab.train)
 
     @property
     def command(self) -> str:
@@ -63,6 +64,16 @@ register(ZooEntry("fmnist/mlp", "mlp", "fashion_mnist",
 register(ZooEntry("fmnist/vgg", "vgg", "fashion_mnist",
                   "VGG-style 6-conv net (paper 002's VGG16 layout shrunk to 28x28), standard training",
                   train=dict(epochs=12, lr=0.05, seed=1), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
+# adversarially trained (lecture 03): Linf eps 0.1, the course's default Fashion-MNIST threat model
+_AT = "advlab.defenses.adversarial_training"
+register(ZooEntry("fmnist/pgd-at", "cnn", "fashion_mnist",
+                  "SmallCNN, PGD-AT (Madry): PGD-5 (step 0.03, random start) at Linf eps 0.1",
+                  train=dict(method="pgd", eps=0.1, steps=5, alpha=0.03, epochs=10, lr=0.05, seed=3),
+                  train_quick=dict(epochs=1, n_train=2000, n_test=500, steps=2), trainer=_AT))
+register(ZooEntry("fmnist/trades", "cnn", "fashion_mnist",
+                  "SmallCNN, TRADES (beta 6): KL-PGD-5 (step 0.03) at Linf eps 0.1",
+                  train=dict(method="trades", eps=0.1, steps=5, alpha=0.03, beta=6.0, epochs=8, lr=0.05, seed=4),
+                  train_quick=dict(epochs=1, n_train=2000, n_test=500, steps=2), trainer=_AT))
 
 
 def names() -> list[str]:
