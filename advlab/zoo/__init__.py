@@ -76,6 +76,16 @@ register(ZooEntry("fmnist/trades", "cnn", "fashion_mnist",
                   train_quick=dict(epochs=1, n_train=2000, n_test=500, steps=2), trainer=_AT))
 
 
+# generative models of the purifiers (lecture 04 on); the zoo stores the generator only
+register(ZooEntry("fmnist/wgan-gp", "wgan-gp-generator", "fashion_mnist",
+                  "DCGAN-style generator (latent 128, N(0, I/128) prior, sigmoid output) trained with WGAN-GP "
+                  "(lambda 10, n_critic 5, Adam 1e-4 betas (0.5, 0.9)); the generator of Defense-GAN",
+                  train=dict(iters=20000, batch_size=64, seed=5),
+                  train_quick=dict(iters=40, n_train=5000, log_every=10, eval_n=16, eval_steps=20, eval_restarts=2),
+                  arch_kwargs=dict(latent_dim=128, width=64),
+                  builder="advlab.generative.wgan:build_generator", trainer="advlab.generative.wgan"))
+
+
 def names() -> list[str]:
     return sorted(REGISTRY)
 

@@ -1,0 +1,180 @@
+"""Defense-GAN (Samangouei, Kabkab & Chellappa, ICLR 2018): purification by projection on the
+range of a GAN generator G trained on clean data.
+
+    defense = DefenseGAN.from_zoo("fashion_mnist")            # G = zoo fmnist/wgan-gp, fmnist/cnn
+    logits = defense(x)                                       # classifier(G(z*(x)))
+
+Purification. z*(x) = argmin_z ||G(z) - x||^2, found by gradient descent from R random starts
+z ~ N(0, I / latent_dim), L steps each; the restart with the lowest error wins and G(z*) replaces
+x. Settings of the paper's code for MNIST / Fashion-MNIST: L = 200, R = 10, SGD with learning
+rate 10 and momentum 0.7, the rate divided by 10 after 80% of the steps, the error being the
+mean over pixels per image. All R restarts of a batch run in parallel as one (R * N) batch.
+Cost: L * R forward+backward passes of G per image - why it is slow.
+
+Threat model. The search is not differentiated (differentiable=False): autograd sees a zero
+gradient, so attacking `defense` itself is a broken evaluation. Adaptive attacks use BPDA
+(Athalye et al. 2018), which broke Defense-GAN:
+  backward="identity"  (default) d purify / dx = I, the approximation Athalye et al. used;
+  backward="generator" the gradient flows through G at the found z*: the last `unroll` search
+                       steps are re-run from z* with autograd, so dG(z')/dx ~ J J^T (J = dG/dz at
+                       z*), the projection on G's tangent space (up to scale).
+The restarts are random (stochastic=True): attacks should average gradients over draws (EoT).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn as nn
+
+from advlab.attacks.base import check_positive, eval_mode
+from advlab.defenses.base import Defense
+
+
+class LatentSearch(NamedTuple):
+    z: torch.Tensor        # (N, latent_dim) the best latent per image
+    x_rec: torch.Tensor    # (N, C, H, W) G(z), the purified images
+    err: torch.Tensor      # (N,) mean squared error per pixel of the best restart
+    all_err: torch.Tensor  # (N, R) final error of every restart
+    best: torch.Tensor     # (N,) index of the chosen restart
+
+
+def latent_search(G: nn.Module, x: torch.Tensor, steps: int = 200, restarts: int = 10, lr: float = 10.0,
+                  momentum: float = 0.7, decay_at: float = 0.8, generator: torch.Generator | None = None,
+                  batch_size: int = 128, callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
+                  ) -> LatentSearch:
+    """Defense-GAN's projection of x (N, C, H, W) on the range of G, with R restarts of L steps.
+
+    Minimises the per-image mean squared error mean_pixels (G(z) - x)^2 by SGD with momentum
+    (v <- momentum * v + grad; z <- z - lr * v), lr * 0.1 from step decay_at * steps on. Initial
+    latents (R, N, latent_dim) are drawn from N(0, I / latent_dim) with `generator` before any
+    computation, restart-major, so restart 0 is the same for every R and every batch_size.
+    batch_size images (R * batch_size rows) are optimised at a time; G runs in eval mode and its
+    parameters' .grad is untouched. callback(step, z, err) is called after every step with the
+    (R * n, latent_dim) latents and their (R * n,) errors of the current chunk (for animations).
+    """
+    steps = check_positive(steps, "steps", integer=True, minimum=0, strict=False)
+    restarts = check_positive(restarts, "restarts", integer=True, minimum=1, strict=False)
+    check_positive(lr, "lr", minimum=0, strict=False)
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum: must lie in [0, 1), got {momentum!r}")
+    if not 0 <= decay_at <= 1:
+        raise ValueError(f"decay_at: must lie in [0, 1], got {decay_at!r}")
+    batch_size = check_positive(batch_size, "batch_size", integer=True)
+    latent_dim = G.latent_dim
+    x = x.detach()
+    n = len(x)
+    z0 = torch.randn(restarts, n, latent_dim, generator=generator) / math.sqrt(latent_dim)  # (R, N, d), CPU
+    zs, recs, errs = [], [], []
+    with eval_mode(G), torch.enable_grad():
+        for i in range(0, n, batch_size):
+            xc = x[i:i + batch_size]                                             # (n, C, H, W)
+            m = len(xc)
+            z = z0[:, i:i + m].reshape(restarts * m, latent_dim).to(x.device, x.dtype)  # (R*n, d)
+            target = xc.repeat(restarts, 1, 1, 1)                                # (R*n, C, H, W)
+            v = torch.zeros_like(z)
+            for step in range(steps):
+                z.requires_grad_(True)
+                err = (G(z) - target).pow(2).flatten(1).mean(1)                  # (R*n,)
+                grad, = torch.autograd.grad(err.sum(), z)
+                rate = lr if step < decay_at * steps else 0.1 * lr
+                with torch.no_grad():
+                    v = momentum * v + grad
+                    z = z.detach() - rate * v
+                if callback is not None:
+                    callback(step, z, err.detach())
+            with torch.no_grad():
+                rec = G(z.detach())
+                err = (rec - target).pow(2).flatten(1).mean(1)
+            zs.append(z.detach().view(restarts, m, latent_dim))
+            recs.append(rec.view(restarts, m, *xc.shape[1:]))
+            errs.append(err.view(restarts, m))
+    z_all, rec_all, err_all = torch.cat(zs, 1), torch.cat(recs, 1), torch.cat(errs, 1)   # (R, N, ...)
+    best = err_all.argmin(0)                                                             # (N,)
+    idx = torch.arange(n, device=x.device)
+    return LatentSearch(z_all[best, idx], rec_all[best, idx].clamp(0, 1).to(x.dtype), err_all[best, idx],
+                        err_all.t().contiguous(), best)
+
+
+class DefenseGAN(Defense):
+    """Defense-GAN: forward(x) = classifier(G(z*(x))), z* from `latent_search` (L steps, R restarts).
+
+    generator: a module with `latent_dim` mapping (N, latent_dim) latents to images in [0, 1].
+    steps, restarts: L and R (paper: 200 and 10; the quick profile uses fewer and should say so).
+    lr, momentum, decay_at: the search's SGD (paper code: 10, 0.7, 0.8).
+    seed: seeds the defense's own random stream of initial latents (each call draws new ones).
+    unroll: search steps re-run with autograd by the "generator" BPDA backward.
+    """
+
+    stochastic = True
+    differentiable = False
+    backwards = ("identity", "generator")
+    ZOO = {"fashion_mnist": {"classifier": "fmnist/cnn", "generator": "fmnist/wgan-gp"}}
+
+    def __init__(self, generator: nn.Module, classifier: nn.Module, steps: int = 200, restarts: int = 10,
+                 lr: float = 10.0, momentum: float = 0.7, decay_at: float = 0.8, seed: int | None = 0,
+                 batch_size: int = 128, unroll: int = 1):
+        super().__init__(classifier, seed)
+        if not isinstance(generator, nn.Module) or not isinstance(getattr(generator, "latent_dim", None), int):
+            raise ValueError(f"generator: expected an nn.Module with an int `latent_dim` (e.g. "
+                             f"advlab.generative.Generator), got {type(generator).__name__}")
+        self.generator = generator
+        self.steps = check_positive(steps, "steps", integer=True, minimum=0, strict=False)
+        self.restarts = check_positive(restarts, "restarts", integer=True, minimum=1, strict=False)
+        self.lr = float(check_positive(lr, "lr", minimum=0, strict=False))
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum: must lie in [0, 1), got {momentum!r}")
+        if not 0 <= decay_at <= 1:
+            raise ValueError(f"decay_at: must lie in [0, 1], got {decay_at!r}")
+        self.momentum, self.decay_at = float(momentum), float(decay_at)
+        self.batch_size = check_positive(batch_size, "batch_size", integer=True)
+        self.unroll = check_positive(unroll, "unroll", integer=True)
+
+    def settings(self) -> dict:
+        return {"steps": self.steps, "restarts": self.restarts, "lr": self.lr, "momentum": self.momentum,
+                "decay_at": self.decay_at, "seed": self.seed}
+
+    def search(self, x: torch.Tensor, generator: torch.Generator | None = None, callback=None) -> LatentSearch:
+        """The full result of the latent search on x (best z, reconstruction, errors per restart)."""
+        from advlab.data import check_images
+        check_images(x, "x")
+        return latent_search(self.generator, x, self.steps, self.restarts, self.lr, self.momentum, self.decay_at,
+                             generator if generator is not None else self._generator, self.batch_size, callback)
+
+    def _purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return latent_search(self.generator, x, self.steps, self.restarts, self.lr, self.momentum, self.decay_at,
+                             generator, self.batch_size).x_rec
+
+    def _adaptive_model(self, backward: str) -> nn.Module:
+        from advlab.attacks.bpda import bpda_model
+        path = _GeneratorPath(self)
+        return bpda_model(path.project, self.classifier, path.surrogate)
+
+
+class _GeneratorPath(nn.Module):
+    """BPDA through G at the found latent: forward_fn = the real projection (which remembers z*),
+    backward_fn = G after `unroll` differentiable search steps from z*, a function of x."""
+
+    def __init__(self, defense: DefenseGAN):
+        super().__init__()
+        self.defense = defense
+        self._z: torch.Tensor | None = None
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        res = self.defense.search(x)
+        self._z = res.z
+        return res.x_rec
+
+    def surrogate(self, x: torch.Tensor) -> torch.Tensor:
+        if self._z is None or len(self._z) != len(x):
+            raise RuntimeError("surrogate: call project(x) on the same batch first (BPDA does)")
+        d, G = self.defense, self.defense.generator
+        z = self._z.detach()
+        with eval_mode(G):
+            for _ in range(d.unroll):  # z <- z - lr * grad_z mean (G(z) - x)^2, kept in the graph of x
+                z = z.requires_grad_(True) if not z.requires_grad else z
+                err = (G(z) - x).pow(2).flatten(1).mean(1)
+                grad, = torch.autograd.grad(err.sum(), z, create_graph=True)
+                z = z - d.lr * grad
+            return G(z)

@@ -1,0 +1,266 @@
+"""A DCGAN-style generator and critic for 28x28 grey images, trained with WGAN-GP.
+
+    G, D, metrics = train_wgan_gp(WGANConfig(iters=20000))
+    x = G(torch.randn(16, 128) / 128 ** 0.5)       # (16, 1, 28, 28) in [0, 1]
+
+WGAN-GP (Gulrajani et al. 2017) trains the critic D to estimate the Wasserstein-1 distance between
+the data and G's samples, max_D E[D(x_real)] - E[D(G(z))], keeping D 1-Lipschitz softly with the
+gradient penalty lambda * E[(||grad_x D(x_hat)||_2 - 1)^2] at random interpolates x_hat of real and
+fake images; G minimises -E[D(G(z))]. The critic takes n_critic steps per generator step. Paper
+settings, used here: lambda = 10, n_critic = 5, Adam(lr 1e-4, betas (0.5, 0.9)). The critic has
+no batch normalisation (the penalty is per example); the generator does.
+
+Defense-GAN (advlab.defenses.defense_gan) projects inputs on the range of this generator; its
+zoo entry `fmnist/wgan-gp` stores the generator only. Train it with
+`advlab train fmnist/wgan-gp --profile full` (GPU recommended; `--profile quick` is a smoke run).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+
+class Generator(nn.Module):
+    """z (N, latent_dim) -> images (N, C, 28, 28) in [0, 1] (sigmoid output).
+
+    Linear -> (2w, 7, 7) -> transposed conv -> (w, 14, 14) -> transposed conv -> (C, 28, 28),
+    batch norm and ReLU in between (the DCGAN layout). w = width; ~1.3M parameters at w = 64.
+    Latents are drawn as N(0, I / latent_dim) by Defense-GAN (see `sample_latents`).
+    """
+
+    def __init__(self, latent_dim: int = 128, width: int = 64, channels: int = 1):
+        super().__init__()
+        for name, v in (("latent_dim", latent_dim), ("width", width), ("channels", channels)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: must be a positive int, got {v!r}")
+        self.latent_dim, self.width, self.channels = latent_dim, width, channels
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * 7 * 7, bias=False),
+                                nn.BatchNorm1d(2 * width * 7 * 7), nn.ReLU(inplace=True))
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),   # (w, 14, 14)
+            nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1),                # (C, 28, 28)
+            nn.Sigmoid(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z: expected latents of shape (N, {self.latent_dim}), got {tuple(z.shape)}")
+        h = self.fc(z).view(len(z), 2 * self.width, 7, 7)
+        return self.net(h)
+
+    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n latents from N(0, I / latent_dim) (Defense-GAN's prior), on the generator's device."""
+        dev = next(self.parameters()).device
+        return (torch.randn(n, self.latent_dim, generator=generator) / math.sqrt(self.latent_dim)).to(dev)
+
+
+class Critic(nn.Module):
+    """images (N, C, 28, 28) in [0, 1] -> scores (N,). Strided convs + LeakyReLU, no batch norm."""
+
+    def __init__(self, width: int = 64, channels: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),       # (w, 14, 14)
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),  # (2w, 7, 7)
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(2 * x - 1).squeeze(1)
+
+
+def build_generator(latent_dim: int = 128, width: int = 64, channels: int = 1) -> Generator:
+    """The zoo builder of `fmnist/wgan-gp` (advlab.zoo.build calls it with the entry's arch_kwargs)."""
+    return Generator(latent_dim, width, channels)
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """E[(||grad D(x_hat)||_2 - 1)^2], x_hat = t * real + (1 - t) * fake, t ~ U[0, 1] per example.
+
+    Computed in float32 (outside any autocast): the penalty differentiates a gradient norm.
+    """
+    t = torch.rand(len(real), 1, 1, 1, generator=generator).to(real.device)
+    x_hat = (t * real.float() + (1 - t) * fake.float()).requires_grad_(True)
+    with torch.autocast(real.device.type, enabled=False):
+        score = critic(x_hat).float()
+    grad, = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+@dataclass
+class WGANConfig:
+    dataset: str = "fashion_mnist"
+    latent_dim: int = 128
+    width: int = 64
+    iters: int = 20000            # generator steps (each after n_critic critic steps)
+    batch_size: int = 64
+    n_critic: int = 5
+    gp_lambda: float = 10.0
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.9
+    n_train: int | None = None    # None: the whole training split
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True              # bf16 autocast on CUDA (the penalty stays float32); ignored on CPU
+    log_every: int = 100          # iterations between history records
+    ckpt_every: int = 500         # iterations between checkpoints
+    eval_n: int = 256             # test images for the final reconstruction metric
+    eval_steps: int = 100         # latent-search steps of that metric
+    eval_restarts: int = 4        # restarts of that metric
+
+
+def check_config(cfg: WGANConfig) -> None:
+    for name in ("latent_dim", "width", "iters", "batch_size", "n_critic", "log_every", "ckpt_every",
+                 "eval_n", "eval_steps", "eval_restarts"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: must be a positive int, got {v!r}")
+    for name in ("lr", "gp_lambda"):
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name}: must be a finite number >= 0, got {v!r}")
+
+
+def train_wgan_gp(cfg: WGANConfig, checkpoint: str | Path | None = None, progress: bool = True
+                  ) -> tuple[Generator, Critic, dict]:
+    """Train a generator and critic with WGAN-GP; returns (G, D, metrics), both in eval mode.
+
+    All random draws (batches, latents, interpolation weights) come from one CPU generator seeded
+    by cfg.seed; a checkpoint (every cfg.ckpt_every iterations) stores it with the weights and both
+    optimisers, so a resumed run continues exactly where it stopped. metrics["history"] holds the
+    critic's Wasserstein estimate E[D(real)] - E[D(fake)] and the penalty every cfg.log_every steps;
+    metrics["recon_mse"] is the mean squared error per pixel of the best of cfg.eval_restarts
+    latent searches (cfg.eval_steps steps) on cfg.eval_n test images: how well G's range covers them.
+    """
+    from advlab import data
+    from advlab.train import resolve_device, seed_everything
+    check_config(cfg)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    use_amp = cfg.amp and device.type == "cuda"
+    channels = data.info(cfg.dataset).shape[0]
+    G = Generator(cfg.latent_dim, cfg.width, channels).to(device)
+    D = Critic(cfg.width, channels).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    x_train, _ = data.batch(cfg.dataset, "train", n=cfg.n_train, seed=cfg.seed)
+    x_train = x_train.to(device)
+    g = torch.Generator().manual_seed(cfg.seed)
+    ckpt = Path(checkpoint) if checkpoint else None
+    start, history = 0, []
+    if ckpt and ckpt.with_suffix(".pt.json").exists():
+        start, history = _resume(ckpt, G, D, opt_g, opt_d, g)
+    t0 = time.time()
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)  # noqa: E731
+    G.train(), D.train()
+    w_sum = gp_sum = 0.0
+    bar = tqdm(range(start, cfg.iters), desc="WGAN-GP", disable=not progress, initial=start, total=cfg.iters)
+    for it in bar:
+        for _ in range(cfg.n_critic):                                  # critic: max E[D(real)] - E[D(fake)]
+            real = x_train[torch.randint(0, len(x_train), (cfg.batch_size,), generator=g).to(device)]
+            z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=g).to(device) / math.sqrt(cfg.latent_dim)
+            with torch.no_grad(), autocast():
+                fake = G(z)
+            with autocast():
+                w_est = D(real).float().mean() - D(fake).float().mean()
+            gp = gradient_penalty(D, real, fake, g)
+            loss_d = -w_est + cfg.gp_lambda * gp
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+        z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=g).to(device) / math.sqrt(cfg.latent_dim)
+        with autocast():                                               # generator: min -E[D(G(z))]
+            loss_g = -D(G(z)).float().mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        w_sum, gp_sum = w_sum + w_est.item(), gp_sum + gp.item()
+        if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
+            k = (it + 1) % cfg.log_every or cfg.log_every
+            history.append({"iter": it + 1, "w_dist": round(w_sum / k, 5), "gp": round(gp_sum / k, 5),
+                            "g_loss": round(loss_g.item(), 5), "seconds": round(time.time() - t0, 1)})
+            bar.set_postfix(w=f"{w_sum / k:.3f}", gp=f"{gp_sum / k:.3f}")
+            w_sum = gp_sum = 0.0
+        if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
+            _save_checkpoint(ckpt, G, D, opt_g, opt_d, g, it + 1, history)
+    G.eval(), D.eval()
+    metrics = {"iters": cfg.iters, "w_dist": history[-1]["w_dist"] if history else None,
+               "train_seconds": round(time.time() - t0, 1)}
+    metrics |= reconstruction_metric(G, cfg)
+    metrics["history"] = history
+    return G, D, metrics
+
+
+@torch.no_grad()
+def reconstruction_metric(G: Generator, cfg: WGANConfig) -> dict:
+    """Mean per-pixel squared error of Defense-GAN's projection of cfg.eval_n test images on G's range."""
+    from advlab import data
+    from advlab.defenses.defense_gan import latent_search
+    x, _ = data.batch(cfg.dataset, "test", n=cfg.eval_n, seed=cfg.seed)
+    dev = next(G.parameters()).device
+    res = latent_search(G, x.to(dev), steps=cfg.eval_steps, restarts=cfg.eval_restarts,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    return {"recon_mse": round(res.err.mean().item(), 6),
+            "recon_setting": f"latent search L={cfg.eval_steps}, R={cfg.eval_restarts} on {cfg.eval_n} test images"}
+
+
+def _save_checkpoint(path: Path, G, D, opt_g, opt_d, g: torch.Generator, it: int, history: list) -> None:
+    # our own file, read back only by _resume with weights_only=True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(), "g": g.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
+    tmp.replace(path)
+    path.with_suffix(".pt.json").write_text(json.dumps({"iter": it, "history": history}))
+
+
+def _resume(path: Path, G, D, opt_g, opt_d, g: torch.Generator) -> tuple[int, list]:
+    meta = json.loads(path.with_suffix(".pt.json").read_text())
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    G.load_state_dict(state["G"])
+    D.load_state_dict(state["D"])
+    opt_g.load_state_dict(state["opt_g"])
+    opt_d.load_state_dict(state["opt_d"])
+    g.set_state(state["g"])
+    torch.set_rng_state(state["torch_rng"])
+    print(f"resuming from {path} after iteration {meta['iter']}")
+    return meta["iter"], meta["history"]
+
+
+def train_zoo_entry(entry, args) -> int:
+    """`advlab train fmnist/wgan-gp --profile quick|full [--out DIR]`: train and save the generator.
+
+    The checkpoint goes to DIR/checkpoints when --out is given, else build/checkpoints; it is keyed by
+    the exact config, so a run only ever resumes itself.
+    """
+    from advlab import zoo
+    from advlab.train import resolve_device
+    overrides = dict(entry.train)
+    if args.profile == "quick":
+        overrides.update(entry.train_quick)
+    cfg = WGANConfig(dataset=entry.dataset, device=args.device, **entry.arch_kwargs, **overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out or (None if args.profile == "full" else "build/zoo")
+    key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+    ckpt_dir = Path(args.out) / "checkpoints" if args.out else Path("build/checkpoints")
+    G, _, metrics = train_wgan_gp(cfg, checkpoint=ckpt_dir / f"{entry.name.replace('/', '__')}_{key}.pt")
+    command = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") \
+        else f"advlab train {entry.name} --profile {args.profile}"
+    rec = zoo.save(entry.name, G, asdict(cfg), metrics, command, root=out, device=str(resolve_device(args.device)))
+    print(json.dumps({k: rec[k] for k in ("file", "sha256", "size_bytes")}
+                     | {k: metrics[k] for k in ("w_dist", "recon_mse", "recon_setting")}, indent=2))
+    return 0
