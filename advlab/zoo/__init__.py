@@ -81,7 +81,8 @@ register(ZooEntry("fmnist/wgan-gp", "wgan-gp-generator", "fashion_mnist",
                   "DCGAN-style generator (latent 128, N(0, I/128) prior, sigmoid output) trained with WGAN-GP "
                   "(lambda 10, n_critic 5, Adam 1e-4 betas (0.5, 0.9)); the generator of Defense-GAN",
                   train=dict(iters=20000, batch_size=64, seed=5),
-                  train_quick=dict(iters=40, n_train=5000, log_every=10, eval_n=16, eval_steps=20, eval_restarts=2),
+                  train_quick=dict(iters=10, batch_size=32, n_train=2000, log_every=5, ckpt_every=5, eval_n=16,
+                                   eval_steps=10, eval_restarts=2),
                   arch_kwargs=dict(latent_dim=128, width=64),
                   builder="advlab.generative.wgan:build_generator", trainer="advlab.generative.wgan"))
 
