@@ -60,7 +60,7 @@ def _with(attack, **changes):
 
 def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: float = 0.1,
                    eot_iter: int = 8, backward=None, sanity_eps=SANITY_EPS, sanity_margin: float = 0.1,
-                   batch_size: int = 500) -> dict:
+                   sanity_n: int | None = None, batch_size: int = 500) -> dict:
     """Evaluate a purification defense honestly; every accuracy carries the attack that produced it.
 
     defense: an advlab.defenses.Defense (nn.Module images -> logits with .purify, .classifier,
@@ -77,6 +77,11 @@ def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: 
                    at eps = 1 a random start alone reaches chance without any gradient) with step
                    2.5 * eps / steps; accuracy at the largest eps must be <= 1/num_classes +
                    sanity_margin, else the evaluation is broken (masked gradients, too few steps).
+                   sanity_eps is in the attack's norm: the defaults suit Linf on [0, 1] images;
+                   pass larger radii for L2 (e.g. (2, 5, 10, 28) on 28x28 images).
+                   sanity_n: run the sweep on the first sanity_n images only (None: all of x);
+                   the sweep costs len(sanity_eps) adaptive attacks, which adds up for
+                   optimisation-based purifiers.
     Returns a json-serialisable dict; `format_report` renders it, `save_report` writes it.
     """
     from advlab.attacks import PGD
@@ -92,16 +97,20 @@ def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: 
     sanity_eps = tuple(sanity_eps)
     if any(not isinstance(e, (int, float)) or isinstance(e, bool) or not e > 0 for e in sanity_eps):
         raise ValueError(f"sanity_eps: must be positive numbers, got {sanity_eps!r}")
+    if sanity_n is not None and (isinstance(sanity_n, bool) or not isinstance(sanity_n, int) or sanity_n < 1):
+        raise ValueError(f"sanity_n: must be a positive int or None, got {sanity_n!r}")
     if attack is None:
         attack = PGD(eps=eps, alpha=0.01, steps=40, random_start=True, norm="linf")
     elif not callable(attack):
         raise ValueError(f"attack: expected an attack callable atk(model, x, y), got {type(attack).__name__}")
     from advlab.attacks.base import eval_mode
     with eval_mode(defense):  # every module's own train flag is restored afterwards
-        return _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanity_margin, batch_size)
+        return _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanity_margin, sanity_n,
+                               batch_size)
 
 
-def _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanity_margin, batch_size) -> dict:
+def _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanity_margin, sanity_n,
+                    batch_size) -> dict:
     import time
     import warnings
     from advlab.data import check_labels
@@ -127,14 +136,15 @@ def _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanit
     x_ad = adaptive_attack(adaptive, x, y)
     rep["adaptive"] = {"acc": accuracy(defense, x_ad, y, batch_size), "attack": repr(adaptive_attack),
                        "attacked": rep["adaptive_model"], "classified_by": "defense"}
-    rows = []
+    rows, xs, ys = [], x[:sanity_n], y[:sanity_n]
     for e in sanity_eps:
         steps = getattr(adaptive_attack, "steps", None)
         changes = {"eps": float(e), "random_start": False}
         if steps and hasattr(adaptive_attack, "alpha"):
             changes["alpha"] = max(float(adaptive_attack.alpha), 2.5 * e / steps)
         atk = _with(adaptive_attack, **changes)
-        rows.append({"eps": float(e), "acc": accuracy(defense, atk(adaptive, x, y), y, batch_size), "attack": repr(atk)})
+        rows.append({"eps": float(e), "acc": accuracy(defense, atk(adaptive, xs, ys), ys, batch_size),
+                     "attack": repr(atk), "n": len(xs)})
     threshold = 1.0 / num_classes + sanity_margin
     passed = bool(rows) and rows[-1]["acc"] <= threshold
     message = (f"passed: adaptive accuracy {rows[-1]['acc']:.1%} at eps {rows[-1]['eps']:g} <= {threshold:.1%}"
@@ -143,7 +153,11 @@ def _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanit
                                                           if rows else "(no eps checked)")
                + f" stays above chance + margin ({threshold:.1%}); the attack does not see the defense's "
                  "gradient (use BPDA / EoT, more steps) and every robust number above is an overestimate")
-    rep["sanity"] = {"rows": rows, "threshold": threshold, "passed": passed, "message": message}
+    informative = rep["clean"]["defense"]["acc"] > threshold
+    if not informative:
+        message += " (uninformative: the defense's clean accuracy is already at chance)"
+    rep["sanity"] = {"rows": rows, "threshold": threshold, "passed": passed, "informative": informative,
+                     "message": message}
     if not passed:
         warnings.warn(f"defense_report: {message}", RuntimeWarning, stacklevel=3)
     rep["seconds"] = round(time.time() - t0, 1)

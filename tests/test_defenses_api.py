@@ -160,7 +160,7 @@ def test_defense_report_names_every_attack_and_passes_for_honest_defense(clf, xy
     assert [r["eps"] for r in rep["sanity"]["rows"]] == [0.3, 1.0]
     assert all(r["attack"].startswith("PGD(") and f"eps={r['eps']:.4g}" in r["attack"] for r in rep["sanity"]["rows"])
     assert rep["sanity"]["rows"][-1]["acc"] <= 0.2
-    assert rep["sanity"]["passed"] is True
+    assert rep["sanity"]["passed"] is True and rep["sanity"]["informative"] is True
     assert rep["undefended"]["acc"] <= rep["clean"]["classifier"]["acc"]
     json.dumps(rep)
 
@@ -175,14 +175,23 @@ def test_sanity_check_detects_a_broken_evaluation(clf, xy):
     assert rep["sanity"]["rows"][-1]["acc"] > 0.5  # zero gradients: the images never move
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # zero gradients are the point here
+def test_sanity_check_says_when_it_is_uninformative(xy):
+    x, y = xy
+    const = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    nn.init.zeros_(const[1].weight)
+    rep = evaluate.defense_report(Blur(const.eval()), x, y, attack=attacks.FGSM(eps=0.1), sanity_eps=(1.0,))
+    assert rep["sanity"]["informative"] is False and "uninformative" in rep["sanity"]["message"]
+
+
 def test_default_attack_is_pgd40_and_eot_for_stochastic(clf, xy):
     x, y = xy
-    rep = evaluate.defense_report(Noise(clf, seed=0), x[:32], y[:32], eot_iter=3, sanity_eps=(1.0,))
+    rep = evaluate.defense_report(Noise(clf, seed=0), x[:32], y[:32], eot_iter=3, sanity_eps=(1.0,), sanity_n=8)
     att = rep["undefended"]["attack"]
     assert att.startswith("PGD(") and "steps=40" in att and "eps=0.1" in att and "alpha=0.01" in att
     assert "random_start=True" in att and "eot_iter=1" in att
     assert "eot_iter=3" in rep["adaptive"]["attack"] and rep["stochastic"] is True
-    assert "random_start=False" in rep["sanity"]["rows"][0]["attack"]
+    assert "random_start=False" in rep["sanity"]["rows"][0]["attack"] and rep["sanity"]["rows"][0]["n"] == 8
 
 
 def test_report_renders_as_table_and_json(clf, xy, tmp_path):
@@ -201,7 +210,7 @@ def test_report_renders_as_table_and_json(clf, xy, tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(eot_iter=0), "^eot_iter: "), (dict(sanity_eps=(0.1, -1)), "^sanity_eps: "),
-    (dict(attack=3), "^attack: "), (dict(sanity_margin=2), "^sanity_margin: "),
+    (dict(attack=3), "^attack: "), (dict(sanity_margin=2), "^sanity_margin: "), (dict(sanity_n=0), "^sanity_n: "),
 ])
 def test_defense_report_bad_arguments(clf, xy, kwargs, match):
     x, y = xy
