@@ -14,6 +14,7 @@ import hashlib
 import json
 import shlex
 import sys
+from pathlib import Path
 
 
 def _train(args) -> int:
@@ -75,6 +76,49 @@ def _course(args) -> int:
     return course.make_exercises(check=args.check)
 
 
+EVAL_ATTACKS = ("pgd", "autoattack")
+
+
+def _evaluate(args) -> int:
+    """Robust accuracy of a zoo model on a fixed test subset, in chunks saved as they finish (an
+    interrupted run resumes); --record adds the result to the model's manifest record."""
+    import torch
+    from advlab import attacks, data, evaluate, zoo
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rec = zoo.info(args.name)
+    model = zoo.load(args.name, device=args.device)
+    x, y = data.batch(rec["config"]["dataset"], "test", n=args.n, seed=args.seed, device=args.device)
+    if args.attack == "pgd":
+        atk = attacks.PGD(eps=args.eps, alpha=args.alpha, steps=args.steps, random_start=True, seed=args.seed)
+        key = f"pgd{args.steps}_linf{args.eps:g}"
+    else:
+        atk = attacks.AutoAttack(eps=args.eps, norm="linf", version="standard", n_classes=int(y.max()) + 1,
+                                 seed=args.seed)
+        key = f"autoattack_linf{args.eps:g}"
+    state_path = Path("build/eval") / f"{args.name.replace('/', '__')}_{key}_n{len(x)}_seed{args.seed}.json"
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    if state.get("sha256") != rec["sha256"] or state.get("attack") != repr(atk):
+        state = {"sha256": rec["sha256"], "attack": repr(atk), "chunks": {}}
+    from tqdm.auto import tqdm
+    for i in tqdm(range(0, len(x), args.chunk), desc=f"{args.name} {key}"):
+        if str(i) in state["chunks"]:
+            continue
+        xc, yc = x[i:i + args.chunk], y[i:i + args.chunk]
+        state["chunks"][str(i)] = {"n": len(xc), "clean": round(evaluate.accuracy(model, xc, yc) * len(xc)),
+                                   "robust": round(evaluate.robust_accuracy(model, xc, yc, atk) * len(xc))}
+        state_path.write_text(json.dumps(state, indent=1))
+    n = sum(c["n"] for c in state["chunks"].values())
+    result = {"attack": repr(atk), "n": n, "test_subset_seed": args.seed, "chunk": args.chunk,
+              "clean_acc": sum(c["clean"] for c in state["chunks"].values()) / n,
+              "robust_acc": sum(c["robust"] for c in state["chunks"].values()) / n}
+    print(json.dumps({args.name: {key: result}}, indent=2))
+    if args.record:
+        zoo.record_evaluation(args.name, key, result)
+    return 0
+
+
 def _bench(args) -> int:
     from advlab import bench
     return bench.main(args.rest)
@@ -102,6 +146,19 @@ def main(argv=None) -> int:
     c.add_argument("--kind", default="notebooks", help="notebooks, solutions, exercises, a comma list, or all")
     c.add_argument("--check", action="store_true", help="make-exercises: only report drift, write nothing")
     c.set_defaults(func=_course)
+    e = sub.add_parser("evaluate", help="robust accuracy of a zoo model (resumable; --record writes the manifest)")
+    e.add_argument("name")
+    e.add_argument("--attack", choices=EVAL_ATTACKS, default="pgd")
+    e.add_argument("--eps", type=float, default=0.1)
+    e.add_argument("--alpha", type=float, default=0.01)
+    e.add_argument("--steps", type=int, default=40)
+    e.add_argument("--n", type=int, default=2000, help="test images (a fixed subset drawn with --seed)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--chunk", type=int, default=250, help="images per saved chunk")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--threads", type=int, default=0)
+    e.add_argument("--record", action="store_true", help="add the result to the zoo manifest")
+    e.set_defaults(func=_evaluate)
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)

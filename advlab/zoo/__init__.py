@@ -176,6 +176,21 @@ def save(name: str, model: nn.Module, config: dict, metrics: dict, command: str,
     return rec
 
 
+def record_evaluation(name: str, key: str, result: dict, root: str | Path | None = None) -> dict:
+    """Add an evaluation (attack repr, n, accuracies) under record["evaluations"][key]; the weights
+    and their sha256 are untouched. Returns the updated record."""
+    root = manifest_path(root).parent
+    with _locked(root / ".manifest.lock"):
+        man = read_manifest(root)
+        if name not in man:
+            raise NotTrainedError(f"zoo model {name!r} has no record in {root}")
+        man[name].setdefault("evaluations", {})[key] = result
+        tmp = manifest_path(root).with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(dict(sorted(man.items())), indent=2) + "\n")
+        tmp.replace(manifest_path(root))
+    return man[name]
+
+
 class _locked:
     def __init__(self, path: Path):
         self.path = path
