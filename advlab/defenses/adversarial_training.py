@@ -36,7 +36,8 @@ class ATConfig(_train.TrainConfig):
     beta: float = 6.0             # TRADES: weight of the robustness (KL) term
     random_init: bool = True      # fgsm: start from a uniform point of the eps ball
     monitor_every: int = 0        # optimiser steps between catastrophic-overfitting checks (0: each epoch)
-    monitor_n: int = 512          # size of the held-out batch those checks use (test split, seed 1)
+    monitor_n: int = 512          # size of the held-out batch those checks use (test split, seed 1); 0: no checks
+    monitor_pgd_steps: int = 10   # steps of the PGD those checks run (step 2.5 eps / steps, random start)
     stop_on_overfit: bool = False  # stop and restore the best checked weights when overfitting is seen
 
 
@@ -132,23 +133,26 @@ def check_config(cfg: ATConfig) -> None:
         raise ValueError(f"alpha: must be positive or None, got {cfg.alpha!r}")
     if not (isinstance(cfg.steps, int) and cfg.steps >= 1):
         raise ValueError(f"steps: must be an int >= 1, got {cfg.steps!r}")
+    if not (isinstance(cfg.monitor_n, int) and cfg.monitor_n >= 0):
+        raise ValueError(f"monitor_n: must be an int >= 0, got {cfg.monitor_n!r}")
     if not cfg.beta >= 0:
         raise ValueError(f"beta: must be >= 0, got {cfg.beta!r}")
 
 
 class OverfitMonitor:
-    """Catastrophic-overfitting detector: FGSM and PGD-10 accuracy on a fixed held-out batch.
+    """Catastrophic-overfitting detector: FGSM and PGD accuracy on a fixed held-out batch.
 
     Catastrophic overfitting (Wong et al. 2020) is the sudden collapse of PGD accuracy while FGSM
     accuracy keeps rising: the model has learnt to mask the one gradient step it is trained on.
-    The monitor flags it when PGD accuracy falls `drop` below its best so far while FGSM accuracy
-    is at least what it was then; with stop=True it asks training to stop and restores the weights
-    of the best PGD check.
+    The monitor flags it when PGD accuracy has fallen to less than half its best so far, by at least
+    `min_drop` (so that noise on a small batch does not count), while FGSM accuracy is at least what
+    it was at that best check. With stop=True it asks training to stop and restores the weights of
+    the best PGD check.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, eps: float, drop: float = 0.2, stop: bool = False,
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, eps: float, min_drop: float = 0.1, stop: bool = False,
                  pgd_steps: int = 10):
-        self.x, self.y, self.eps, self.drop, self.stop, self.pgd_steps = x, y, eps, drop, stop, pgd_steps
+        self.x, self.y, self.eps, self.min_drop, self.stop, self.pgd_steps = x, y, eps, min_drop, stop, pgd_steps
         self.best_pgd, self.fgsm_at_best, self.best_state, self.flagged = -1.0, 0.0, None, None
 
     @torch.no_grad()
@@ -168,7 +172,8 @@ class OverfitMonitor:
         if pgd > self.best_pgd:
             self.best_pgd, self.fgsm_at_best = pgd, fgsm
             self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif self.flagged is None and pgd < self.best_pgd - self.drop and fgsm >= self.fgsm_at_best:
+        elif (self.flagged is None and pgd < 0.5 * self.best_pgd and pgd <= self.best_pgd - self.min_drop
+              and fgsm >= self.fgsm_at_best):
             self.flagged = step
             msg = (f"catastrophic overfitting at step {step}: PGD-{self.pgd_steps} accuracy {pgd:.1%} "
                    f"(best {self.best_pgd:.1%}) while FGSM accuracy is {fgsm:.1%}")
@@ -189,10 +194,12 @@ def adversarial_train(cfg: ATConfig, model: nn.Module | None = None, checkpoint=
     """
     from advlab import data
     loss_fn = make_loss(cfg)
-    xm, ym = data.batch(cfg.dataset, "test", n=cfg.monitor_n, seed=1)
-    monitor = OverfitMonitor(xm, ym, cfg.eps, stop=cfg.stop_on_overfit)
+    monitor = None
+    if cfg.monitor_n:
+        xm, ym = data.batch(cfg.dataset, "test", n=cfg.monitor_n, seed=1)
+        monitor = OverfitMonitor(xm, ym, cfg.eps, stop=cfg.stop_on_overfit, pgd_steps=cfg.monitor_pgd_steps)
     model, metrics = _train.train(cfg, model, loss_fn, checkpoint, progress, monitor, cfg.monitor_every)
-    metrics["catastrophic_overfitting_step"] = monitor.flagged
+    metrics["catastrophic_overfitting_step"] = monitor.flagged if monitor else None
     return model, metrics
 
 
