@@ -68,7 +68,7 @@ register(ZooEntry("fmnist/vgg", "vgg", "fashion_mnist",
 _AT = "advlab.defenses.adversarial_training"
 register(ZooEntry("fmnist/pgd-at", "cnn", "fashion_mnist",
                   "SmallCNN, PGD-AT (Madry): PGD-5 (step 0.03, random start) at Linf eps 0.1",
-                  train=dict(method="pgd", eps=0.1, steps=5, alpha=0.03, epochs=10, lr=0.05, seed=3),
+                  train=dict(method="pgd", eps=0.1, steps=5, alpha=0.03, epochs=20, lr=0.05, seed=3),
                   train_quick=dict(epochs=1, n_train=2000, n_test=500, steps=2), trainer=_AT))
 register(ZooEntry("fmnist/trades", "cnn", "fashion_mnist",
                   "SmallCNN, TRADES (beta 6): KL-PGD-5 (step 0.03) at Linf eps 0.1",
