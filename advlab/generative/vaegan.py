@@ -22,8 +22,10 @@ each with its own Adam optimiser, as in Larsen et al.'s Algorithm 1.
 Settings. Paper 002 gives no architecture or loss weights; its only training number is "50 epochs"
 (the full profile: 50 * 60000 / 64 = 46875 iterations at batch size 64). Our choices where it is
 silent: latent size 128 (Larsen et al.'s and Defense-GAN's), width 32 (a small zoo file, fast CPU
-purification), gamma = 10 (reconstruction dominates the decoder's loss: the purifier must keep the
-class), kl_weight = 1 on the per-pixel scale, Adam lr 3e-4 (Larsen et al.'s RMSProp rate) with
+purification), gamma = 100 (our losses are per-element means, so reconstruction errors are ~1e-2
+while the GAN's cross-entropies are ~1; gamma = 100 puts them on the same scale and keeps
+reconstruction first in the decoder's loss: the purifier must keep the class; with gamma = 10 a
+short run's pixel error rose again once the discriminator got strong), kl_weight = 1 on the per-pixel scale, Adam lr 3e-4 (Larsen et al.'s RMSProp rate) with
 betas (0.5, 0.999); and one addition to Larsen et al.: a pixel-wise mean squared error
 (pixel_weight = 1) next to the feature loss, which stabilises the short trainings that fit our
 budget (set pixel_weight = 0 for the pure VAE/GAN objective). All means are per element.
@@ -145,7 +147,7 @@ class VAEGANConfig:
     width: int = 32
     iters: int = 46875            # paper 002: 50 epochs of 60000 images at batch size 64
     batch_size: int = 64
-    gamma: float = 10.0           # decoder: gamma * reconstruction + GAN
+    gamma: float = 100.0          # decoder: gamma * reconstruction + GAN
     kl_weight: float = 1.0
     pixel_weight: float = 1.0     # our addition (0: Larsen et al.'s objective)
     lr: float = 3e-4

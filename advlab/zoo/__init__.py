@@ -88,7 +88,7 @@ register(ZooEntry("fmnist/wgan-gp", "wgan-gp-generator", "fashion_mnist",
 # paper 002's purifier: encoder, decoder and discriminator in one state_dict
 register(ZooEntry("fmnist/vaegan", "vaegan", "fashion_mnist",
                   "VAE-GAN (Larsen et al. 2016; paper 002): encoder, DCGAN decoder and discriminator whose "
-                  "features give the reconstruction loss; latent 128, width 32, gamma 10, pixel weight 1, "
+                  "features give the reconstruction loss; latent 128, width 32, gamma 100, pixel weight 1, "
                   "Adam 3e-4 betas (0.5, 0.999), 50 epochs (paper 002)",
                   train=dict(iters=46875, batch_size=64, seed=6),
                   train_quick=dict(iters=20, batch_size=32, n_train=2000, log_every=5, ckpt_every=10, eval_n=64),
