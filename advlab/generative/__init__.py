@@ -2,6 +2,8 @@
 
   wgan   DCGAN-style generator and critic for 28x28 grey images, trained with WGAN-GP
          (zoo: fmnist/wgan-gp, the generator of Defense-GAN)
+  vaegan VAE-GAN (Larsen et al. 2016) of paper 002: encoder, decoder, discriminator whose features
+         give the reconstruction loss (zoo: fmnist/vaegan, the purifier of VAEGANPurifier)
 
 Submodules are imported on first use, so `import advlab` stays light.
 """
@@ -9,9 +11,11 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("wgan",)
+_SUBMODULES = ("wgan", "vaegan")
 _NAMES = {"Generator": "wgan", "Critic": "wgan", "WGANConfig": "wgan", "train_wgan_gp": "wgan",
-          "gradient_penalty": "wgan", "build_generator": "wgan"}
+          "gradient_penalty": "wgan", "build_generator": "wgan",
+          "VAEGAN": "vaegan", "VAEGANConfig": "vaegan", "train_vaegan": "vaegan", "build_vaegan": "vaegan",
+          "kl_divergence": "vaegan"}
 __all__ = list(_SUBMODULES) + list(_NAMES)
 
 

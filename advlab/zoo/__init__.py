@@ -85,6 +85,15 @@ register(ZooEntry("fmnist/wgan-gp", "wgan-gp-generator", "fashion_mnist",
                                    eval_steps=10, eval_restarts=2),
                   arch_kwargs=dict(latent_dim=128, width=64),
                   builder="advlab.generative.wgan:build_generator", trainer="advlab.generative.wgan"))
+# paper 002's purifier: encoder, decoder and discriminator in one state_dict
+register(ZooEntry("fmnist/vaegan", "vaegan", "fashion_mnist",
+                  "VAE-GAN (Larsen et al. 2016; paper 002): encoder, DCGAN decoder and discriminator whose "
+                  "features give the reconstruction loss; latent 128, width 32, gamma 100, pixel weight 1, "
+                  "Adam 3e-4 betas (0.5, 0.999), 50 epochs (paper 002)",
+                  train=dict(iters=46875, batch_size=64, seed=6),
+                  train_quick=dict(iters=20, batch_size=32, n_train=2000, log_every=5, ckpt_every=10, eval_n=64),
+                  arch_kwargs=dict(latent_dim=128, width=32),
+                  builder="advlab.generative.vaegan:build_vaegan", trainer="advlab.generative.vaegan"))
 
 
 def names() -> list[str]:
