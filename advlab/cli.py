@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -29,31 +30,38 @@ def _train(args) -> int:
     return train_and_save(entry, args, train.TrainConfig, train.train)
 
 
-def train_and_save(entry, args, config_cls, train_fn) -> int:
-    """Build config_cls from the entry's profile, train with train_fn(cfg, checkpoint=...) and save
-    the weights with the exact command into the zoo (or args.out). Under torchrun only rank 0 saves."""
+def train_and_save(entry, args, config_cls, train_fn, summary=("clean_acc",)) -> int:
+    """Build config_cls from the entry's profile, train with train_fn(cfg, checkpoint=...) -> (model,
+    metrics) and save the weights with the exact command into the zoo (or args.out), printing the
+    metrics named in `summary`. Under torchrun only rank 0 saves."""
     from advlab import train, zoo
     overrides = dict(entry.train)
     if args.profile == "quick":
         overrides.update(entry.train_quick)
-    cfg = config_cls(arch=entry.arch, dataset=entry.dataset, device=args.device,
-                     arch_kwargs=dict(entry.arch_kwargs), **overrides)
+    kwargs = dict(dataset=entry.dataset, device=args.device, **overrides)
+    if "arch_kwargs" in {f.name for f in dataclasses.fields(config_cls)}:   # classifiers: TrainConfig and kin
+        kwargs |= dict(arch=entry.arch, arch_kwargs=dict(entry.arch_kwargs))
+    else:                                                                   # generative configs hold the sizes
+        kwargs |= dict(entry.arch_kwargs)
+    cfg = config_cls(**kwargs)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
     out = args.out or (None if args.profile == "full" else "build/zoo")
     # the checkpoint is keyed by the exact config, so a run only ever resumes itself
     key = hashlib.sha1(json.dumps(train.config_dict(cfg), sort_keys=True).encode()).hexdigest()[:10]
-    model, metrics = train_fn(cfg, checkpoint=f"build/checkpoints/{args.name.replace('/', '__')}_{key}.pt")
+    ckpt_dir = Path(args.out) / "checkpoints" if args.out else Path("build/checkpoints")
+    model, metrics = train_fn(cfg, checkpoint=ckpt_dir / f"{entry.name.replace('/', '__')}_{key}.pt")
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return 0
     metrics = {k: v for k, v in metrics.items() if k != "history"} | {"history": metrics["history"]}
     device = str(train.resolve_device(args.device))
     command = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") \
-        else f"advlab train {args.name} --profile {args.profile}"
-    rec = zoo.save(args.name, model, train.config_dict(cfg), metrics, command, root=out, device=device)
-    print(json.dumps({k: rec[k] for k in ("file", "sha256", "size_bytes")} | {"clean_acc": metrics["clean_acc"]}, indent=2))
+        else f"advlab train {entry.name} --profile {args.profile}"
+    rec = zoo.save(entry.name, model, train.config_dict(cfg), metrics, command, root=out, device=device)
+    print(json.dumps({k: rec[k] for k in ("file", "sha256", "size_bytes")} | {k: metrics[k] for k in summary},
+                     indent=2))
     return 0
 
 

@@ -125,7 +125,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
     g = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
     ckpt = Path(checkpoint) if checkpoint else None
     if ckpt and ckpt.with_suffix(".pt.json").exists():
-        start_epoch, history = _resume(ckpt, model, opt, sched, g)
+        meta = load_training_state(ckpt, g, model=model, opt=opt, sched=sched)
+        start_epoch, history = meta["epoch"], meta["history"]
     t0, monitored, stop = time.time(), [], False
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
@@ -169,7 +170,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
             print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {total_loss / seen:.4f}, "
                   f"test acc {100 * test_acc:.2f}% ({len(y_test)} images)")
         if ckpt and rank == 0 and not stop:
-            _save_checkpoint(ckpt, model, opt, sched, g, epoch + 1, history)
+            save_training_state(ckpt, g, {"epoch": epoch + 1, "history": history}, model=model, opt=opt, sched=sched)
         if stop:
             break
     model.eval()
@@ -216,25 +217,32 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _save_checkpoint(path: Path, model, opt, sched, g: torch.Generator, epoch: int, history: list) -> None:
-    # our own file, written and read by this loop only and loaded with weights_only=True;
-    # the RNG states make a resumed run identical to an uninterrupted one
+def save_training_state(path: str | Path, g: torch.Generator, meta: dict, **states) -> None:
+    """Write a resumable training state: states[name].state_dict() for each named model, optimiser or
+    scheduler, the run's generator `g` and torch's global RNG state into `path`, and `meta` (json:
+    epoch or iteration, history) into PATH.json. The RNG states make a resumed run identical to an
+    uninterrupted one. The file is our own, replaced atomically, and read back with weights_only=True."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                "g": g.get_state(), "torch_rng": torch.get_rng_state()}, path)
-    path.with_suffix(".pt.json").write_text(json.dumps({"epoch": epoch, "history": history}))
+    tmp = path.with_suffix(".tmp")
+    torch.save({name: obj.state_dict() for name, obj in states.items()}
+               | {"g": g.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
+    tmp.replace(path)
+    path.with_suffix(".pt.json").write_text(json.dumps(meta))
 
 
-def _resume(path: Path, model, opt, sched, g: torch.Generator) -> tuple[int, list]:
+def load_training_state(path: str | Path, g: torch.Generator, **states) -> dict:
+    """Restore what save_training_state wrote into the given objects (same names); returns its meta."""
+    path = Path(path)
     meta = json.loads(path.with_suffix(".pt.json").read_text())
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
+    for name, obj in states.items():
+        obj.load_state_dict(state[name])
     g.set_state(state["g"])
     torch.set_rng_state(state["torch_rng"])
-    print(f"resuming from {path} after epoch {meta['epoch']}")
-    return meta["epoch"], meta["history"]
+    where = ", ".join(f"{k} {meta[k]}" for k in ("epoch", "iter") if k in meta)
+    print(f"resuming from {path} after {where}")
+    return meta
 
 
 def config_dict(cfg: TrainConfig) -> dict:

@@ -133,18 +133,18 @@ def test_resume_gives_the_same_weights(tmp_path):
     ckpt.unlink(), meta.unlink()
     cfg = at.ATConfig(epochs=2, **kw)
     import advlab.train as tr
-    orig = tr._save_checkpoint
+    orig = tr.save_training_state
     state = {}
 
-    def save_first(path, *a):
-        if a[-2] == 1:
-            orig(path, *a)
+    def save_first(path, g, meta, **states):
+        if meta["epoch"] == 1:
+            orig(path, g, meta, **states)
             state["saved"] = True
-    tr._save_checkpoint = save_first
+    tr.save_training_state = save_first
     try:
         at.adversarial_train(cfg, progress=False, checkpoint=ckpt)
     finally:
-        tr._save_checkpoint = orig
+        tr.save_training_state = orig
     assert state["saved"]
     resumed, _ = at.adversarial_train(cfg, progress=False, checkpoint=ckpt)
     for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):

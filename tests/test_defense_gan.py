@@ -25,12 +25,7 @@ class LinearGen(nn.Module):
         return torch.sigmoid(z @ self.W.t() + self.b).view(-1, 1, 28, 28)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

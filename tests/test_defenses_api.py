@@ -39,13 +39,7 @@ class Noise(Defense):
         return (x + 0.1 * torch.randn(x.shape, generator=generator).to(x)).clamp(0, 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # conftest asks for 2 threads; on a busy 2-core machine OpenMP threads then wait on each other
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,7 @@ from advlab import cli, zoo
 from advlab.generative import Critic, Generator, WGANConfig, gradient_penalty, train_wgan_gp
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw):

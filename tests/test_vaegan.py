@@ -1,6 +1,7 @@
 """Paper 002's VAE-GAN (advlab.generative.vaegan) and its purifier (advlab.defenses.vaegan): the
 losses, training determinism and resume, the discriminator-guided steps, stochastic mode, exact
 end-to-end gradients, the zoo entry and input checks. Tiny widths on synthetic data keep it fast."""
+import json
 import math
 
 import pytest
@@ -14,12 +15,7 @@ from advlab.generative import VAEGAN, VAEGANConfig, kl_divergence, train_vaegan
 from advlab.generative.vaegan import check_config, make_optimizers, train_step
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cfg(**kw):
@@ -200,3 +196,21 @@ def test_bad_inputs_raise_valueerror(model, clf):
         VAEGAN(latent_dim=0)
     with pytest.raises(ValueError, match="iters"):
         train_vaegan(tiny_cfg(iters=0), progress=False)
+
+
+def test_zoo_entry_trains_through_the_cli_and_loads(tmp_path, monkeypatch):
+    from advlab import cli
+    entry = zoo.REGISTRY["fmnist/vaegan"]
+    monkeypatch.setattr(entry, "train_quick", dict(iters=2, batch_size=4, n_train=32, log_every=1, ckpt_every=1,
+                                                   eval_n=4))
+    monkeypatch.setattr(entry, "arch_kwargs", dict(latent_dim=8, width=8))
+    monkeypatch.setattr(entry, "dataset", "synthetic")
+    assert cli.main(["train", "fmnist/vaegan", "--profile", "quick", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    rec = zoo.info("fmnist/vaegan", root=tmp_path)
+    assert rec["command"].startswith("advlab train fmnist/vaegan") and "recon_mse" in rec["metrics"]
+    assert rec["config"]["iters"] == 2 and rec["config"]["width"] == 8
+    assert [h["iter"] for h in rec["metrics"]["history"]] == [1, 2]
+    back = zoo.load("fmnist/vaegan", root=tmp_path)
+    assert isinstance(back, VAEGAN) and back.width == 8 and not back.training
+    ckpts = list((tmp_path / "checkpoints").glob("fmnist__vaegan_*.pt"))
+    assert len(ckpts) == 1 and json.loads(ckpts[0].with_suffix(".pt.json").read_text())["iter"] == 2

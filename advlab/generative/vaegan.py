@@ -37,13 +37,10 @@ Train it with `advlab train fmnist/vaegan --profile full` (GPU recommended).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import shlex
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -237,7 +234,7 @@ def train_vaegan(cfg: VAEGANConfig, checkpoint: str | Path | None = None, progre
     Dec(mu(x)) on cfg.eval_n test images.
     """
     from advlab import data
-    from advlab.train import resolve_device, seed_everything
+    from advlab.train import load_training_state, resolve_device, save_training_state, seed_everything
     check_config(cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -251,7 +248,8 @@ def train_vaegan(cfg: VAEGANConfig, checkpoint: str | Path | None = None, progre
     ckpt = Path(checkpoint) if checkpoint else None
     start, history = 0, []
     if ckpt and ckpt.with_suffix(".pt.json").exists():
-        start, history = _resume(ckpt, model, opts, g)
+        meta = load_training_state(ckpt, g, model=model, **{f"opt_{k}": o for k, o in opts.items()})
+        start, history = meta["iter"], meta["history"]
     t0 = time.time()
     model.train()
     sums: dict[str, float] = {}
@@ -267,7 +265,8 @@ def train_vaegan(cfg: VAEGANConfig, checkpoint: str | Path | None = None, progre
             bar.set_postfix(rec=f"{sums['pixel'] / k:.4f}", dis=f"{sums['dis'] / k:.3f}")
             sums = {}
         if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
-            _save_checkpoint(ckpt, model, opts, g, it + 1, history)
+            save_training_state(ckpt, g, {"iter": it + 1, "history": history}, model=model,
+                                **{f"opt_{k}": o for k, o in opts.items()})
     model.eval()
     metrics = {"iters": cfg.iters, "train_seconds": round(time.time() - t0, 1)}
     metrics |= reconstruction_metric(model, cfg)
@@ -287,49 +286,13 @@ def reconstruction_metric(model: VAEGAN, cfg: VAEGANConfig) -> dict:
             "recon_setting": f"Dec(mu(x)) on {cfg.eval_n} test images"}
 
 
-def _save_checkpoint(path: Path, model: VAEGAN, opts: dict, g: torch.Generator, it: int, history: list) -> None:
-    # our own file, read back only by _resume with weights_only=True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opts": {k: o.state_dict() for k, o in opts.items()},
-                "g": g.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
-    tmp.replace(path)
-    path.with_suffix(".pt.json").write_text(json.dumps({"iter": it, "history": history}))
-
-
-def _resume(path: Path, model: VAEGAN, opts: dict, g: torch.Generator) -> tuple[int, list]:
-    meta = json.loads(path.with_suffix(".pt.json").read_text())
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    for k, o in opts.items():
-        o.load_state_dict(state["opts"][k])
-    g.set_state(state["g"])
-    torch.set_rng_state(state["torch_rng"])
-    print(f"resuming from {path} after iteration {meta['iter']}")
-    return meta["iter"], meta["history"]
-
-
 def train_zoo_entry(entry, args) -> int:
     """`advlab train fmnist/vaegan --profile quick|full [--out DIR]`: train and save the bundle.
 
     The checkpoint goes to DIR/checkpoints when --out is given, else build/checkpoints; it is keyed by
     the exact config, so a run only ever resumes itself.
     """
-    from advlab import zoo
-    from advlab.train import resolve_device
-    overrides = dict(entry.train)
-    if args.profile == "quick":
-        overrides.update(entry.train_quick)
-    cfg = VAEGANConfig(dataset=entry.dataset, device=args.device, **entry.arch_kwargs, **overrides)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = args.out or (None if args.profile == "full" else "build/zoo")
-    key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
-    ckpt_dir = Path(args.out) / "checkpoints" if args.out else Path("build/checkpoints")
-    model, metrics = train_vaegan(cfg, checkpoint=ckpt_dir / f"{entry.name.replace('/', '__')}_{key}.pt")
-    command = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") \
-        else f"advlab train {entry.name} --profile {args.profile}"
-    rec = zoo.save(entry.name, model, asdict(cfg), metrics, command, root=out, device=str(resolve_device(args.device)))
-    print(json.dumps({k: rec[k] for k in ("file", "sha256", "size_bytes")}
-                     | {k: metrics[k] for k in ("recon_mse", "d_real_prob", "recon_setting")}, indent=2))
-    return 0
+    from advlab.cli import train_and_save
+    return train_and_save(entry, args, VAEGANConfig,
+                          lambda cfg, checkpoint: train_vaegan(cfg, checkpoint=checkpoint),
+                          summary=("recon_mse", "d_real_prob", "recon_setting"))

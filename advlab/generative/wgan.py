@@ -16,13 +16,10 @@ zoo entry `fmnist/wgan-gp` stores the generator only. Train it with
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import shlex
-import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -146,7 +143,7 @@ def train_wgan_gp(cfg: WGANConfig, checkpoint: str | Path | None = None, progres
     latent searches (cfg.eval_steps steps) on cfg.eval_n test images: how well G's range covers them.
     """
     from advlab import data
-    from advlab.train import resolve_device, seed_everything
+    from advlab.train import load_training_state, resolve_device, save_training_state, seed_everything
     check_config(cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
@@ -162,7 +159,8 @@ def train_wgan_gp(cfg: WGANConfig, checkpoint: str | Path | None = None, progres
     ckpt = Path(checkpoint) if checkpoint else None
     start, history = 0, []
     if ckpt and ckpt.with_suffix(".pt.json").exists():
-        start, history = _resume(ckpt, G, D, opt_g, opt_d, g)
+        meta = load_training_state(ckpt, g, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
+        start, history = meta["iter"], meta["history"]
     t0 = time.time()
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)  # noqa: E731
     G.train(), D.train()
@@ -195,7 +193,7 @@ def train_wgan_gp(cfg: WGANConfig, checkpoint: str | Path | None = None, progres
             bar.set_postfix(w=f"{w_sum / k:.3f}", gp=f"{gp_sum / k:.3f}")
             w_sum = gp_sum = 0.0
         if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
-            _save_checkpoint(ckpt, G, D, opt_g, opt_d, g, it + 1, history)
+            save_training_state(ckpt, g, {"iter": it + 1, "history": history}, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
     G.eval(), D.eval()
     metrics = {"iters": cfg.iters, "w_dist": history[-1]["w_dist"] if history else None,
                "train_seconds": round(time.time() - t0, 1)}
@@ -217,50 +215,13 @@ def reconstruction_metric(G: Generator, cfg: WGANConfig) -> dict:
             "recon_setting": f"latent search L={cfg.eval_steps}, R={cfg.eval_restarts} on {cfg.eval_n} test images"}
 
 
-def _save_checkpoint(path: Path, G, D, opt_g, opt_d, g: torch.Generator, it: int, history: list) -> None:
-    # our own file, read back only by _resume with weights_only=True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(), "g": g.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
-    tmp.replace(path)
-    path.with_suffix(".pt.json").write_text(json.dumps({"iter": it, "history": history}))
-
-
-def _resume(path: Path, G, D, opt_g, opt_d, g: torch.Generator) -> tuple[int, list]:
-    meta = json.loads(path.with_suffix(".pt.json").read_text())
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    G.load_state_dict(state["G"])
-    D.load_state_dict(state["D"])
-    opt_g.load_state_dict(state["opt_g"])
-    opt_d.load_state_dict(state["opt_d"])
-    g.set_state(state["g"])
-    torch.set_rng_state(state["torch_rng"])
-    print(f"resuming from {path} after iteration {meta['iter']}")
-    return meta["iter"], meta["history"]
-
-
 def train_zoo_entry(entry, args) -> int:
     """`advlab train fmnist/wgan-gp --profile quick|full [--out DIR]`: train and save the generator.
 
     The checkpoint goes to DIR/checkpoints when --out is given, else build/checkpoints; it is keyed by
     the exact config, so a run only ever resumes itself.
     """
-    from advlab import zoo
-    from advlab.train import resolve_device
-    overrides = dict(entry.train)
-    if args.profile == "quick":
-        overrides.update(entry.train_quick)
-    cfg = WGANConfig(dataset=entry.dataset, device=args.device, **entry.arch_kwargs, **overrides)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    out = args.out or (None if args.profile == "full" else "build/zoo")
-    key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
-    ckpt_dir = Path(args.out) / "checkpoints" if args.out else Path("build/checkpoints")
-    G, _, metrics = train_wgan_gp(cfg, checkpoint=ckpt_dir / f"{entry.name.replace('/', '__')}_{key}.pt")
-    command = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") \
-        else f"advlab train {entry.name} --profile {args.profile}"
-    rec = zoo.save(entry.name, G, asdict(cfg), metrics, command, root=out, device=str(resolve_device(args.device)))
-    print(json.dumps({k: rec[k] for k in ("file", "sha256", "size_bytes")}
-                     | {k: metrics[k] for k in ("w_dist", "recon_mse", "recon_setting")}, indent=2))
-    return 0
+    from advlab.cli import train_and_save
+    return train_and_save(entry, args, WGANConfig,
+                          lambda cfg, checkpoint: train_wgan_gp(cfg, checkpoint=checkpoint)[::2],
+                          summary=("w_dist", "recon_mse", "recon_setting"))
