@@ -108,46 +108,56 @@ def show_images(x, labels=None, preds=None, class_names=None, ncols: int = 8, ti
     return fig
 
 
-def show_perturbations(x, x_adv, labels=None, preds=None, preds_adv=None, class_names=None, n: int = 6,
-                       title: str | None = None, cmap: str = "RdBu_r"):
-    """Three rows per example column: the image, the perturbed image, and the perturbation
-    x_adv - x amplified to the full colour range of a diverging colormap (white = unchanged).
-    The amplification is printed in the row label. Returns the figure."""
+def _perturbation_grid(x, x_adv, n: int, row_labels: tuple[str, str], height: float, cmap: str,
+                       title: str | None, label_size: int = 9):
+    """Three rows per example column: x, x_adv and x_adv - x amplified to the full range of a diverging
+    colormap (white = unchanged; the amplification is in the row label). Returns (fig, axes, n) for
+    the caller's per-image titles on rows 0 and 1."""
     a, b = _as_images(x), _as_images(x_adv)
     if a.shape != b.shape:
         raise ValueError(f"x_adv: shape {b.shape} differs from x's {a.shape}")
     n = min(n, len(a))
-    a, b = a[:n], b[:n]
-    delta = b - a
+    if n == 0:
+        raise ValueError("x: no images to show")
+    delta = (b - a)[:n]
     if delta.ndim == 4:  # colour: show the per-pixel mean over channels
         delta = delta.mean(-1)
     m = float(np.abs(delta).max()) or 1.0
-    labels, preds, preds_adv = _label_list(labels, n), _label_list(preds, n), _label_list(preds_adv, n)
-    fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 0.8, 5.0), squeeze=False)
+    fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 0.8, height), squeeze=False)
     im = None
     for i in range(n):
-        for r, (img, p) in enumerate(((a[i], preds[i]), (b[i], preds_adv[i]))):
-            ax = axes[r, i]
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            lab = labels[i]
-            if p is not None:
-                ok = lab is None or p == lab
-                ax.set_title(_name(p, class_names), fontsize=8, color=CORRECT_COLOR if ok else WRONG_COLOR)
-            elif r == 0 and lab is not None:
-                ax.set_title(_name(lab, class_names), fontsize=8)
+        for r, img in enumerate((a[i], b[i])):
+            axes[r, i].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         im = axes[2, i].imshow(delta[i], cmap=cmap, vmin=-m, vmax=m, interpolation="nearest")
         axes[2, i].set_title(f"|δ|∞={np.abs(delta[i]).max():.3f}", fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-        for s in ax.spines.values():
-            s.set_visible(False)
-    axes[0, 0].set_ylabel("image", fontsize=9)
-    axes[1, 0].set_ylabel("perturbed", fontsize=9)
-    axes[2, 0].set_ylabel(f"δ (±{m:.3f})", fontsize=9)
+        for sp in ax.spines.values():
+            sp.set_visible(False)
+    for r, text in enumerate(row_labels + (f"δ (±{m:.3f})",)):
+        axes[r, 0].set_ylabel(text, fontsize=label_size)
     fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8, pad=0.01)
     if title:
         fig.suptitle(title)
+    return fig, axes, n
+
+
+def show_perturbations(x, x_adv, labels=None, preds=None, preds_adv=None, class_names=None, n: int = 6,
+                       title: str | None = None, cmap: str = "RdBu_r"):
+    """Three rows per example column: the image, the perturbed image, and the perturbation
+    x_adv - x amplified to the full colour range of a diverging colormap (white = unchanged).
+    The amplification is printed in the row label. Titles give predictions (green when right).
+    Returns the figure."""
+    fig, axes, n = _perturbation_grid(x, x_adv, n, ("image", "perturbed"), 5.0, cmap, title)
+    labels, preds, preds_adv = _label_list(labels, n), _label_list(preds, n), _label_list(preds_adv, n)
+    for i in range(n):
+        for r, p in enumerate((preds[i], preds_adv[i])):
+            if p is not None:
+                ok = labels[i] is None or p == labels[i]
+                axes[r, i].set_title(_name(p, class_names), fontsize=8, color=CORRECT_COLOR if ok else WRONG_COLOR)
+            elif r == 0 and labels[i] is not None:
+                axes[r, i].set_title(_name(labels[i], class_names), fontsize=8)
     return fig
 
 
@@ -581,38 +591,13 @@ def show_targeted(x, x_adv, labels, targets, preds_adv, class_names=None, n: int
     """A targeted-attack gallery, one column per example: the clean image (its true class), the
     adversarial image (the class the model now predicts: green when it is the target) and the
     perturbation, amplified as in `show_perturbations`. Returns the figure."""
-    a, b = _as_images(x), _as_images(x_adv)
-    if a.shape != b.shape:
-        raise ValueError(f"x_adv: shape {b.shape} differs from x's {a.shape}")
-    n = min(n, len(a))
-    if n == 0:
-        raise ValueError("x: no images to show")
+    fig, axes, n = _perturbation_grid(x, x_adv, n, ("image (true class)", "adversarial\n(prediction)"), 5.3, cmap,
+                                      title, label_size=8)
     labels, targets, preds_adv = _label_list(labels, n), _label_list(targets, n), _label_list(preds_adv, n)
-    delta = (b - a)[:n]
-    if delta.ndim == 4:
-        delta = delta.mean(-1)
-    m = float(np.abs(delta).max()) or 1.0
-    fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 0.8, 5.3), squeeze=False)
-    im = None
     for i in range(n):
-        for r, img in enumerate((a[i], b[i])):
-            axes[r, i].imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
         axes[0, i].set_title(_name(labels[i], class_names), fontsize=8)
         hit = preds_adv[i] == targets[i]
         axes[1, i].set_title(f"→ {_name(preds_adv[i], class_names)}" + ("" if hit else
                              f"\n(target: {_name(targets[i], class_names)})"),
                              fontsize=8, color=CORRECT_COLOR if hit else WRONG_COLOR)
-        im = axes[2, i].imshow(delta[i], cmap=cmap, vmin=-m, vmax=m, interpolation="nearest")
-        axes[2, i].set_title(f"|δ|∞={np.abs(delta[i]).max():.3f}", fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for s in ax.spines.values():
-            s.set_visible(False)
-    axes[0, 0].set_ylabel("image (true class)", fontsize=8)
-    axes[1, 0].set_ylabel("adversarial\n(prediction)", fontsize=8)
-    axes[2, 0].set_ylabel(f"δ (±{m:.3f})", fontsize=8)
-    fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8, pad=0.01)
-    if title:
-        fig.suptitle(title)
     return fig

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,3 +23,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def zoo_cnn():
+    """The zoo's fmnist/cnn; while the zoo has no weights for it, a quick-profile one trained once into
+    build/zoo_quick (the oracle tests compare attacks on it, so any decent CNN serves)."""
+    from advlab import train, zoo
+    quick_root = Path(__file__).resolve().parents[1] / "build" / "zoo_quick"
+    try:
+        return zoo.load("fmnist/cnn")
+    except zoo.NotTrainedError:
+        pass
+    try:
+        return zoo.load("fmnist/cnn", root=quick_root)
+    except (zoo.NotTrainedError, zoo.ChecksumError):
+        pass
+    entry = zoo.REGISTRY["fmnist/cnn"]
+    cfg = train.TrainConfig(arch=entry.arch, dataset=entry.dataset, device="cpu",
+                            arch_kwargs=dict(entry.arch_kwargs), **(entry.train | entry.train_quick))
+    model, metrics = train.train(cfg, progress=False)
+    zoo.save("fmnist/cnn", model, train.config_dict(cfg), metrics,
+             f"advlab train fmnist/cnn --profile quick --out {quick_root}", root=quick_root)
+    return zoo.load("fmnist/cnn", root=quick_root)

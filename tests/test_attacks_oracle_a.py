@@ -7,13 +7,12 @@ Slow: run with `pytest -m slow tests/test_attacks_oracle_a.py`.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 import advlab.attacks as A
-from advlab import data, train, zoo
+from advlab import data
 from advlab.evaluate import accuracy, predict
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::RuntimeWarning")]
@@ -23,27 +22,6 @@ N = 500
 # CW and DeepFool are compared on fewer images: torchattacks' DeepFool builds a full Jacobian per
 # image and step on the CPU, which alone would take over an hour on 500 images with 2 cores.
 N_MINIMAL = 100
-QUICK_ROOT = Path(__file__).resolve().parents[1] / "build" / "zoo_quick"
-
-
-@pytest.fixture(scope="session")
-def cnn():
-    """The zoo CNN; while the zoo has no weights, a quick-profile one trained into build/zoo_quick."""
-    try:
-        return zoo.load("fmnist/cnn")
-    except zoo.NotTrainedError:
-        pass
-    try:
-        return zoo.load("fmnist/cnn", root=QUICK_ROOT)
-    except (zoo.NotTrainedError, zoo.ChecksumError):
-        pass
-    entry = zoo.REGISTRY["fmnist/cnn"]
-    cfg = train.TrainConfig(arch=entry.arch, dataset=entry.dataset, device="cpu",
-                            arch_kwargs=dict(entry.arch_kwargs), **(entry.train | entry.train_quick))
-    model, metrics = train.train(cfg, progress=False)
-    zoo.save("fmnist/cnn", model, train.config_dict(cfg), metrics,
-             f"advlab train fmnist/cnn --profile quick --out {QUICK_ROOT}", root=QUICK_ROOT)
-    return zoo.load("fmnist/cnn", root=QUICK_ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -63,20 +41,20 @@ def report(name, ours, theirs):
 
 
 @pytest.mark.parametrize("kind", ["fgsm", "pgd-linf", "pgd-l2"])
-def test_robust_accuracy_matches_torchattacks(cnn, fmnist, kind):
+def test_robust_accuracy_matches_torchattacks(zoo_cnn, fmnist, kind):
     x, y = fmnist
     torch.manual_seed(0)
     if kind == "fgsm":
-        ours, theirs = A.FGSM(eps=0.1), torchattacks.FGSM(cnn, eps=0.1)
+        ours, theirs = A.FGSM(eps=0.1), torchattacks.FGSM(zoo_cnn, eps=0.1)
     elif kind == "pgd-linf":
         ours = A.PGD(eps=0.1, alpha=0.01, steps=20, random_start=True)
-        theirs = torchattacks.PGD(cnn, eps=0.1, alpha=0.01, steps=20, random_start=True)
+        theirs = torchattacks.PGD(zoo_cnn, eps=0.1, alpha=0.01, steps=20, random_start=True)
     else:
         ours = A.PGD(eps=1.5, alpha=0.15, steps=20, random_start=True, norm="l2")
-        theirs = torchattacks.PGDL2(cnn, eps=1.5, alpha=0.15, steps=20, random_start=True)
-    a_ours = robust_acc(cnn, ours(cnn, x, y), y)
-    a_theirs = robust_acc(cnn, theirs(x, y), y)
-    report(f"{kind} robust accuracy (clean {accuracy(cnn, x, y):.3f}, n={N})", f"{a_ours:.3f}", f"{a_theirs:.3f}")
+        theirs = torchattacks.PGDL2(zoo_cnn, eps=1.5, alpha=0.15, steps=20, random_start=True)
+    a_ours = robust_acc(zoo_cnn, ours(zoo_cnn, x, y), y)
+    a_theirs = robust_acc(zoo_cnn, theirs(x, y), y)
+    report(f"{kind} robust accuracy (clean {accuracy(zoo_cnn, x, y):.3f}, n={N})", f"{a_ours:.3f}", f"{a_theirs:.3f}")
     assert a_ours <= a_theirs + 0.02, f"{ours!r} is weaker than torchattacks by more than 2 points"
 
 
@@ -92,13 +70,13 @@ def _median_l2(x, x_adv, mask):
     return float((x_adv - x).flatten(1).norm(dim=1)[mask].median()) if bool(mask.any()) else float("nan")
 
 
-def test_cw_matches_torchattacks(cnn, fmnist):
+def test_cw_matches_torchattacks(zoo_cnn, fmnist):
     x, y = fmnist
     ours = A.CW(c=1.0, kappa=0.0, steps=50, lr=0.01)
-    theirs = torchattacks.CW(cnn, c=1, kappa=0, steps=50, lr=0.01)
-    xa_ours, xa_theirs = ours(cnn, x, y), theirs(x, y)
-    f_ours, s_ours = _fooled(cnn, x, y, xa_ours)
-    f_theirs, s_theirs = _fooled(cnn, x, y, xa_theirs)
+    theirs = torchattacks.CW(zoo_cnn, c=1, kappa=0, steps=50, lr=0.01)
+    xa_ours, xa_theirs = ours(zoo_cnn, x, y), theirs(x, y)
+    f_ours, s_ours = _fooled(zoo_cnn, x, y, xa_ours)
+    f_theirs, s_theirs = _fooled(zoo_cnn, x, y, xa_theirs)
     l2_ours, l2_theirs = _median_l2(x, xa_ours, f_ours), _median_l2(x, xa_theirs, f_theirs)
     report(f"CW success rate / median L2 of successes (n={N})",
            f"{s_ours:.3f} / {l2_ours:.3f}", f"{s_theirs:.3f} / {l2_theirs:.3f}")
@@ -106,7 +84,7 @@ def test_cw_matches_torchattacks(cnn, fmnist):
     assert abs(l2_ours - l2_theirs) <= 0.25 * l2_theirs
 
 
-def test_deepfool_matches_torchattacks(cnn, fmnist):
+def test_deepfool_matches_torchattacks(zoo_cnn, fmnist):
     """torchattacks' DeepFool omits the paper's +1e-4 in the step length, so where the box [0, 1]
     clips part of a step it creeps up to the boundary without crossing it, and it loops over the
     images one by one, spending every remaining step on those. Hence: steps=10 for both (ours
@@ -114,11 +92,11 @@ def test_deepfool_matches_torchattacks(cnn, fmnist):
     and the L2 sizes are compared on the examples both fool."""
     x, y = fmnist
     ours = A.DeepFool(steps=10, overshoot=0.02)
-    theirs = torchattacks.DeepFool(cnn, steps=10, overshoot=0.02)
-    xa_ours, xa_theirs = ours(cnn, x, y), theirs(x, y)
-    cnn.zero_grad(set_to_none=True)  # torchattacks' DeepFool accumulates parameter gradients
-    f_ours, s_ours = _fooled(cnn, x, y, xa_ours)
-    f_theirs, s_theirs = _fooled(cnn, x, y, xa_theirs)
+    theirs = torchattacks.DeepFool(zoo_cnn, steps=10, overshoot=0.02)
+    xa_ours, xa_theirs = ours(zoo_cnn, x, y), theirs(x, y)
+    zoo_cnn.zero_grad(set_to_none=True)  # torchattacks' DeepFool accumulates parameter gradients
+    f_ours, s_ours = _fooled(zoo_cnn, x, y, xa_ours)
+    f_theirs, s_theirs = _fooled(zoo_cnn, x, y, xa_theirs)
     both = f_ours & f_theirs
     l2_ours, l2_theirs = _median_l2(x, xa_ours, both), _median_l2(x, xa_theirs, both)
     report(f"DeepFool success rate / median L2 on the {int(both.sum())} both fool (n={N})",

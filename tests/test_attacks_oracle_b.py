@@ -13,13 +13,10 @@ see the numbers.
 """
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 import pytest
 import torch
 
-from advlab import data, zoo
+from advlab import data
 from advlab.attacks import APGD, APGDT, FAB, AutoAttack, Square
 
 torchattacks = pytest.importorskip("torchattacks")
@@ -29,24 +26,6 @@ pytestmark = pytest.mark.slow
 N, STEPS, QUERIES, TOL = 500, 20, 300, 0.02
 EPS = {"linf": 0.1, "l2": 1.5}
 TA_NORM = {"linf": "Linf", "l2": "L2"}
-QUICK_ROOT = Path(__file__).resolve().parents[1] / "build" / "zoo_quick"
-
-
-@pytest.fixture(scope="session")
-def fmnist_cnn():
-    try:
-        return zoo.load("fmnist/cnn")
-    except zoo.NotTrainedError:
-        pass
-    try:
-        return zoo.load("fmnist/cnn", root=QUICK_ROOT)
-    except zoo.NotTrainedError:
-        from advlab.train import TrainConfig, train
-        cfg = TrainConfig(arch="cnn", epochs=1, n_train=5000, n_test=1000)
-        model, metrics = train(cfg, progress=False)
-        zoo.save("fmnist/cnn", model, dataclasses.asdict(cfg), metrics,
-                 "advlab train fmnist/cnn --profile quick (tests/test_attacks_oracle_b.py fallback)", root=QUICK_ROOT)
-        return zoo.load("fmnist/cnn", root=QUICK_ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -82,43 +61,43 @@ def report(name, ours, theirs):
 
 @pytest.mark.parametrize("loss", ["ce", "dlr"])
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_apgd_agrees_with_torchattacks(fmnist_cnn, fmnist_test, norm, loss):
+def test_apgd_agrees_with_torchattacks(zoo_cnn, fmnist_test, norm, loss):
     x, y = fmnist_test
-    ours = ours_apgd(fmnist_cnn, x, y, norm, loss)
-    ta = torchattacks.APGD(fmnist_cnn, norm=TA_NORM[norm], eps=EPS[norm], steps=STEPS, n_restarts=1, loss=loss,
+    ours = ours_apgd(zoo_cnn, x, y, norm, loss)
+    ta = torchattacks.APGD(zoo_cnn, norm=TA_NORM[norm], eps=EPS[norm], steps=STEPS, n_restarts=1, loss=loss,
                            rho=0.75, seed=0)
-    theirs = robust_acc(fmnist_cnn, x, y, ("ta-apgd", norm, loss), lambda: ta(x, y))
+    theirs = robust_acc(zoo_cnn, x, y, ("ta-apgd", norm, loss), lambda: ta(x, y))
     report(f"APGD-{loss} {norm} eps={EPS[norm]} steps={STEPS}", ours, theirs)
     assert abs(ours - theirs) <= TOL
     assert ours <= theirs + TOL
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
-def test_square_agrees_with_torchattacks(fmnist_cnn, fmnist_test, norm):
+def test_square_agrees_with_torchattacks(zoo_cnn, fmnist_test, norm):
     x, y = fmnist_test
-    ours = ours_square(fmnist_cnn, x, y, norm)
-    ta = torchattacks.Square(fmnist_cnn, norm=TA_NORM[norm], eps=EPS[norm], n_queries=QUERIES, n_restarts=1,
+    ours = ours_square(zoo_cnn, x, y, norm)
+    ta = torchattacks.Square(zoo_cnn, norm=TA_NORM[norm], eps=EPS[norm], n_queries=QUERIES, n_restarts=1,
                              p_init=0.8, loss="margin", seed=0)
-    theirs = robust_acc(fmnist_cnn, x, y, ("ta-square", norm), lambda: ta(x, y))
+    theirs = robust_acc(zoo_cnn, x, y, ("ta-square", norm), lambda: ta(x, y))
     report(f"Square {norm} eps={EPS[norm]} n_queries={QUERIES}", ours, theirs)
     assert ours <= theirs + TOL  # see the module docstring: torchattacks' variant is weaker
 
 
-def test_autoattack_is_never_weaker_than_its_parts(fmnist_cnn, fmnist_test):
+def test_autoattack_is_never_weaker_than_its_parts(zoo_cnn, fmnist_test):
     x, y = fmnist_test
     norm, eps = "linf", EPS["linf"]
     aa = AutoAttack(eps, norm, version="standard", steps=STEPS, n_queries=QUERIES, seed=0)
-    x_aa = aa(fmnist_cnn, x, y)
+    x_aa = aa(zoo_cnn, x, y)
     with torch.no_grad():
-        aa_acc = (fmnist_cnn(x_aa).argmax(1) == y).float().mean().item()
+        aa_acc = (zoo_cnn(x_aa).argmax(1) == y).float().mean().item()
     parts = {
-        "apgd-ce": ours_apgd(fmnist_cnn, x, y, norm, "ce"),
-        "apgd-t": robust_acc(fmnist_cnn, x, y, ("apgdt", norm),
-                             lambda: APGDT(eps, norm, steps=STEPS, n_target_classes=9, seed=0)(fmnist_cnn, x, y)),
-        "fab-t": robust_acc(fmnist_cnn, x, y, ("fabt", norm),
+        "apgd-ce": ours_apgd(zoo_cnn, x, y, norm, "ce"),
+        "apgd-t": robust_acc(zoo_cnn, x, y, ("apgdt", norm),
+                             lambda: APGDT(eps, norm, steps=STEPS, n_target_classes=9, seed=0)(zoo_cnn, x, y)),
+        "fab-t": robust_acc(zoo_cnn, x, y, ("fabt", norm),
                             lambda: FAB(eps, norm, steps=STEPS, multi_targeted=True, n_target_classes=9,
-                                        seed=0)(fmnist_cnn, x, y)),
-        "square": ours_square(fmnist_cnn, x, y, norm),
+                                        seed=0)(zoo_cnn, x, y)),
+        "square": ours_square(zoo_cnn, x, y, norm),
     }
     print(f"\nAutoAttack standard {norm} eps={eps} steps={STEPS} n_queries={QUERIES}: {100 * aa_acc:.1f}% (n={N}); "
           + ", ".join(f"{k} alone {100 * v:.1f}%" for k, v in parts.items()))

@@ -37,6 +37,16 @@ def sub_generator(generator: torch.Generator, device: torch.device | str = "cpu"
     return torch.Generator(device=device).manual_seed(seed)
 
 
+@torch.no_grad()
+def still_robust(model, x: torch.Tensor, y: torch.Tensor, active: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(clean logits (N, K) in float32, mask (N,) of the points left to attack): those the model
+    still classifies correctly and, when `active` is given, that the caller marked active."""
+    logits = model(x).float()
+    todo = logits.argmax(1) == y
+    return logits, todo & active if active is not None else todo
+
+
 def apgd_run(model, x, x0, aux, loss_fn, success_fn, eps, norm, steps, rho=0.75, eot_iter=1, amp=False,
              early_stop=None):
     """One APGD run from x0 on a batch; every quantity is per example.
@@ -230,11 +240,7 @@ class APGDT(Attack):
 
     def _attack(self, model, x, y, generator, active=None):
         gen = sub_generator(generator)
-        with torch.no_grad():
-            logits = model(x).float()
-        todo = logits.argmax(1) == y
-        if active is not None:
-            todo &= active
+        logits, todo = still_robust(model, x, y, active)
         order = logits.argsort(1, descending=True)
         x_adv = x.clone()
         loss_fn = _targeted_dlr if logits.shape[1] >= 4 else _targeted_dlr_few_classes

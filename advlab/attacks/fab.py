@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from advlab.attacks.apgd import sub_generator
+from advlab.attacks.apgd import still_robust, sub_generator
 from advlab.attacks.base import Attack, check_positive, flat_norm, random_in_ball
 
 
@@ -129,11 +129,7 @@ class FAB(Attack):
 
     def _attack(self, model, x, y, generator, active=None):
         gen = sub_generator(generator)
-        with torch.no_grad():
-            logits = model(x).float()
-        todo = logits.argmax(1) == y
-        if active is not None:
-            todo &= active
+        logits, todo = still_robust(model, x, y, active)
         if self.multi_targeted:
             order = logits.argsort(1, descending=True)
             targets = [order[:, k] for k in range(1, min(self.n_target_classes, logits.shape[1] - 1) + 1)]
