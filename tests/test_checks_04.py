@@ -70,11 +70,15 @@ def test_reference_answers_pass(capsys):
     assert "Tip" not in out                      # the reference runs purify under no_grad
 
 
-def test_blanks_are_pending():
+def test_blanks_are_pending_and_registered(capsys):
     def blank(*a, **k):
         raise NotImplementedError
-    assert checks.check_latent_search_restarts(blank) is False
-    assert checks.check_bpda(blank) is False
+    for name in ("latent_search_restarts", "bpda"):
+        check = checks.CHECKS[name]
+        assert check.__name__ == f"check_{name}"
+        assert check(blank) is False and check(None) is False
+        assert checks.RESULTS[name] == "pending"
+    assert capsys.readouterr().out.strip().splitlines() == [checks.PENDING] * 4
 
 
 def test_the_case_exercises_the_choice_of_restart():
