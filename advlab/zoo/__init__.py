@@ -81,7 +81,7 @@ register(ZooEntry("fmnist/wgan-gp", "wgan-gp-generator", "fashion_mnist",
                   "DCGAN-style generator (latent 128, N(0, I/128) prior, width 32, sigmoid output) trained with "
                   "WGAN-GP (lambda 10, n_critic 5, Adam 1e-4 betas (0.5, 0.9)); the generator of Defense-GAN. "
                   "Width 32, not 64: a training step is ~9x cheaper on CPU and so is every latent-search step",
-                  train=dict(iters=10000, batch_size=64, seed=5),
+                  train=dict(iters=6000, batch_size=64, seed=5),
                   train_quick=dict(iters=10, batch_size=32, n_train=2000, log_every=5, ckpt_every=5, eval_n=16,
                                    eval_steps=10, eval_restarts=2),
                   arch_kwargs=dict(latent_dim=128, width=32),
