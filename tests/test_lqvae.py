@@ -158,7 +158,7 @@ def test_projection_estimates_the_mean_squared_gain_and_the_penalty_trains_the_e
 
 # ----------------------------------------------------------------------------- Algorithm 1
 def _grads(loss, params):
-    return [g for g in torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)]
+    return list(torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True))
 
 
 def _touches(grads):
@@ -220,7 +220,7 @@ def test_training_is_seeded_and_checkpoint_resume_is_exact(tmp_path):
     assert all(torch.equal(sa[k], sr[k]) for k in sa)
     assert [h["iter"] for h in metrics["history"]] == [2, 4]
     assert all(math.isfinite(metrics[k]) for k in ("recon_mse", "recon_mse_h", "grad_norm"))
-    off, m_off = train_lqvae(tiny_cfg(iters=2, lipschitz_weight=0.0), progress=False)      # penalty off
+    _, m_off = train_lqvae(tiny_cfg(iters=2, lipschitz_weight=0.0), progress=False)        # penalty off
     assert all(h["lip"] == 0 for h in m_off["history"])
 
 
