@@ -6,6 +6,7 @@ Every purifier is an nn.Module from images in [0, 1] to logits with .purify(x), 
   Defense       the base class (base.py): forward = classifier(purify(x)), adaptive_model()
   DefenseGAN    projection on a WGAN-GP generator's range by latent search (defense_gan.py)
   VAEGANPurifier  paper 002: VAE-GAN reconstruction + discriminator-guided steps (vaegan.py)
+  LQVAE         paper 004: Lipschitz encoder, quantised latent, decoder 1 (lqvae.py)
 
 Submodules and classes are imported on first use, so `import advlab` stays light.
 """
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("adversarial_training", "base", "defense_gan", "vaegan")
+_SUBMODULES = ("adversarial_training", "base", "defense_gan", "vaegan", "lqvae")
 _NAMES = {"Defense": "base", "DefenseGAN": "defense_gan", "latent_search": "defense_gan",
-          "LatentSearch": "defense_gan", "VAEGANPurifier": "vaegan", "discriminator_step": "vaegan"}
+          "LatentSearch": "defense_gan", "VAEGANPurifier": "vaegan", "discriminator_step": "vaegan",
+          "LQVAE": "lqvae"}
 __all__ = list(_SUBMODULES) + list(_NAMES)
 
 

@@ -1,0 +1,441 @@
+"""The LQ-VAE of paper 004 (Kyatham, Mishra & Prathosh): a VAE with a Lipschitz-constrained encoder,
+a quantised latent space and two decoders, for 28x28 grey images.
+
+    model, metrics = train_lqvae(LQVAEConfig(iters=2000))
+    mu, logvar = model.encode(x)              # (N, 1, 28, 28) -> (N, latent_dim) twice
+    codes = model.quantiser.hard(mu)          # H: (N, latent_dim) on the quantiser's levels
+    x_pure = model.g(codes)                   # decoder 1: (N, latent_dim) -> (N, 1, 28, 28) in [0, 1]
+    x_pure = model(x)                         # the same three steps: g(H(mu(x)))
+
+What the paper says (Algorithm 1; `/work/shared/papers/004_*` and NOTES.md):
+  encoder f_theta   x -> (mu, sigma); z ~ N(mu, sigma^2) during training
+  H, H~             a quantiser H used at inference and a differentiable approximation H~ of it
+  decoder 2 (h_psi) a copy of g made at the start; learns on H~(z) and is the one whose error
+                    trains the encoder: L_h = sum_i ||x_i - h(H~(z_i))||^2
+  decoder 1 (g_phi) learns on H(z): L_g = sum_i ||x_i - g(H(z_i))||^2; used at inference
+  encoder loss      L_f = L_h + sum_i KL(N(mu_i, sigma_i^2) || N(0, I)) + sum_i (||grad_x f(x_i)||_2 - K)^2
+  updates           theta by grad L_f, phi by grad L_g, psi by grad L_h (each network its own loss)
+Inference (the purifier, advlab.defenses.lqvae): x -> H(f(x)) -> g -> classifier. The paper's latent
+analysis counts the fraction of code bits an adversarial example flips (about 90% of CW adversaries
+on MNIST flip fewer than 6%): `code_flips` computes it per image.
+
+What the paper does not give, and what we chose (all are fields of LQVAEConfig / the zoo entry):
+  H         levels=2, span=1: each latent coordinate becomes sign(z) in {-1, +1}, one bit per
+            coordinate. The paper speaks of "bits flipped", so its codes are binary; the N(0, I)
+            prior makes each bit a fair coin, the most information a bit can carry. `levels` > 2 gives
+            the nearest of `levels` evenly spaced values in [-span, span] (the flip helper then counts
+            changed levels).
+  H~        relax="soft", temperature=0.5: the softmax-weighted mean of the levels with weights
+            exp(-(z - c)^2 / temperature); for two levels H~(z) = tanh(2 z / temperature), which tends
+            to sign(z) as the temperature goes to 0. Not straight-through by default: with H~(z) = H(z)
+            in the forward pass, h and g see the same inputs, get the same losses and, starting as
+            copies, stay identical, so Algorithm 1's second decoder would be pointless. relax=
+            "straight-through" (forward H, gradient of the identity) is offered for comparison.
+  K         lipschitz_k=1: the encoder mean may stretch an input perturbation by at most about 1 in L2
+            (an adversarial L2 step of 1.5 moves the latent by at most ~1.5 over all coordinates,
+            while distinct images lie ~5-10 apart in pixel L2 and their latents ~sqrt(2 * latent_dim)
+            apart under the prior); WGAN-GP's value for its own (||grad|| - 1)^2. Measured (table
+            below): an encoder trained without the penalty reaches a gain of 1.08 after 1500 steps and
+            is still rising, so K = 1 mostly stops the gain from growing in a long run; K = 0.5 was not
+            reached at weight 1 (gain 0.82) and cost about 2 points of purified accuracy.
+  latent    latent_dim=64: 64 bits per image. A binary code has little capacity per coordinate, so
+            the latent is not tiny; 64 rather than the 128 of our GAN zoo entries because fewer bits
+            leave a perturbation less to change (our reasoning, not measured), and one flipped bit is
+            then a visible 1.6% in the flip histogram.
+  penalty   penalty="projection": ||grad_x (v . mu(x))||_2 with v a fresh random unit vector of the
+            latent space per image and step (a sliced gradient penalty). The encoder is vector-valued,
+            so "||grad_x f(x)||_2" needs a reading. We penalise the mean mu only (sigma is not used at
+            inference; the Lipschitz property matters only for the code an adversarial input gets).
+            ||J^T v|| for random unit v is the gain of mu along a random latent direction; pushing it
+            to K for every v pushes all singular values of the Jacobian J = d mu / dx towards K, so K
+            is the (local, L2) Lipschitz constant of mu. It costs one double-backward pass whatever
+            the latent size. penalty="jacobian" is the literal alternative, the Frobenius norm
+            ||J||_F (then K bounds sqrt(sum of squared singular values), ~sqrt(latent_dim) times
+            the per-direction gain): exact, but latent_dim backward passes per step: a training step
+            costs 14x the one with the projection (measured below).
+            The penalty needs per-example gradients: the encoder has no batch norm, so the gradient
+            of sum_i v_i . mu(x_i) with respect to x_i is J_i^T v_i.
+  decoders  g and h have the DCGAN layout of `advlab.generative.wgan.Generator` (width 32); h starts as
+            an exact copy of g (Algorithm 1, line 1).
+  losses    per image as in Algorithm 1 (summed squared error over pixels, KL summed over latent
+            coordinates, the penalty), averaged over the batch; kl_weight and lipschitz_weight scale
+            the last two. The paper's weights are 1 and 1; we keep lipschitz_weight = 1 but use
+            kl_weight = 0.1: a summed squared error is a Gaussian likelihood of variance 1/2, far wider
+            than the real pixel errors (~0.015 per pixel), so at weight 1 the KL wins, the codes carry
+            ~9 nats and the purified images lose the class (59% accuracy of fmnist/cnn after 1500
+            steps, against 73% at 0.1). At 0.01 the posterior narrows (|mu| 0.24 instead of 0.65 on
+            average) and the bits lose their margin: random noise of std 0.1 flips 6.7% of them
+            instead of 3.8%, and so do adversarial examples (6.1% instead of 4.2%).
+  optimiser one Adam (lr 1e-3) over all parameters, stepped on L_f + L_g: the three parameter sets are
+            disjoint and L_g reaches the encoder only through H, which has no gradient (we detach it),
+            so the gradient of the sum on theta, phi and psi is exactly Algorithm 1's three gradients,
+            at the cost of one backward pass (tests/test_lqvae.py checks the routing).
+
+Threat model relevance. H has zero gradient almost everywhere: an attacker who differentiates the
+purifier sees nothing, which is gradient masking, not robustness. The defense (advlab.defenses.lqvae)
+therefore names the approximations an adaptive attacker should use (straight-through through H,
+BPDA with the identity, or the soft path through H~ and g). Train it with
+`advlab train fmnist/lqvae --profile full` (GPU recommended; on one CPU thread 46875 steps at
+0.081 s are about 1.1 h, several times that when the cores are shared).
+
+Measured on one CPU thread (latent 64, width 32, medians; a 2-core machine whose other core ran a
+training; wall clock equalled the thread's CPU time within 3%):
+  training step at batch 64, penalty on (projection)   0.081 s
+  training step at batch 64, penalty off               0.062 s   (the penalty adds 30%)
+  training step at batch 64, penalty="jacobian"        1.16 s    (14x the projection)
+  purification g(H(mu(x))) at batch 256                5480 images/s
+With both cores busy with other trainings the same steps took ~10x longer in wall clock (0.82 s and
+0.60 s) for the same CPU time.
+Short runs choosing the defaults (1500 steps, seed 0; 500 test images, fmnist/cnn; grey box = PGD-20,
+Linf 0.1 on the classifier alone, 0% undefended; flips = code bits flipped by those examples):
+  kl_weight  K      purified acc  grey box  flips mean  images < 6% flipped  noise flips
+  1          1      59.4%         56.0%     6.1%        47%                  8.5%
+  0.1        1      73.0%         68.6%     4.2%        70%                  3.8%
+  0.01       1      77.4%         69.2%     6.1%        45%                  6.7%
+  0.1        off    76.0%         69.2%     4.1%        73%                  3.6%
+  0.1        0.5    70.8%         65.8%     3.8%        77%                  3.5%
+On 500 images a difference of 2 points is within noise: after 1500 steps the penalty at K = 1 shows
+no measurable effect either way; its purpose (bounding how far an attacker can move mu) is for the
+adaptive evaluation of the trained model to show.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from advlab.generative.vaegan import kl_divergence
+from advlab.generative.wgan import Generator
+
+RELAXATIONS = ("soft", "straight-through")
+PENALTIES = ("projection", "jacobian")
+
+
+def _check_int(name: str, v, minimum: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{name}: must be an int >= {minimum}, got {v!r}")
+    return v
+
+
+def _check_number(name: str, v, positive: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise ValueError(f"{name}: must be a finite number {'>' if positive else '>='} 0, got {v!r}")
+    return float(v)
+
+
+class Quantiser(nn.Module):
+    """H and its relaxation H~ on latents (N, d): each coordinate to the nearest of `levels` evenly spaced
+    values in [-span, span] (levels=2, span=1: sign(z) in {-1, +1}).
+
+      hard(z)              H(z), piecewise constant (zero gradient almost everywhere)
+      index(z)             (N, d) int64 level index of H(z): what the bit-flip analysis compares
+      soft(z, t)           sum_l softmax_l(-(z - c_l)^2 / t) c_l; -> H(z) as t -> 0
+      straight_through(z)  H(z) in the forward pass, gradient of the identity
+      relaxed(z)           H~: soft(z, temperature) or straight_through(z), per `relax`
+    """
+
+    def __init__(self, levels: int = 2, span: float = 1.0, relax: str = "soft", temperature: float = 0.5):
+        super().__init__()
+        self.levels = _check_int("levels", levels, minimum=2)
+        self.span = _check_number("span", span, positive=True)
+        if relax not in RELAXATIONS:
+            raise ValueError(f"relax: must be one of {RELAXATIONS}, got {relax!r}")
+        self.relax = relax
+        self.temperature = _check_number("temperature", temperature, positive=True)
+        self.step = 2 * self.span / (levels - 1)
+        # not in the state_dict: the levels follow from the settings, and the zoo file stays plain weights
+        self.register_buffer("values", torch.linspace(-self.span, self.span, levels), persistent=False)
+
+    def index(self, z: torch.Tensor) -> torch.Tensor:
+        return ((z.detach().clamp(-self.span, self.span) + self.span) / self.step).round().long()   # (N, d)
+
+    def hard(self, z: torch.Tensor) -> torch.Tensor:
+        return self.values.to(z.dtype)[self.index(z)]                                              # (N, d)
+
+    def soft(self, z: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        t = self.temperature if temperature is None else temperature
+        c = self.values.to(z.dtype)                                                                # (L,)
+        w = torch.softmax(-(z.unsqueeze(-1) - c).pow(2) / t, dim=-1)                              # (N, d, L)
+        return w @ c                                                                               # (N, d)
+
+    def straight_through(self, z: torch.Tensor) -> torch.Tensor:
+        # H(z) + (z - z.detach()): exactly H(z) in value (z - z is 0), gradient 1
+        return self.hard(z) + (z - z.detach())
+
+    def relaxed(self, z: torch.Tensor) -> torch.Tensor:
+        return self.soft(z) if self.relax == "soft" else self.straight_through(z)
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}, span={self.span}, relax={self.relax!r}, temperature={self.temperature}"
+
+
+class Encoder(nn.Module):
+    """images (N, C, 28, 28) in [0, 1] -> (mu, logvar), each (N, latent_dim).
+
+    Two strided convs (w, 14, 14) -> (2w, 7, 7) with LeakyReLU, then a linear layer. No batch norm:
+    the Lipschitz penalty needs each image's gradient to depend on that image only.
+    """
+
+    def __init__(self, latent_dim: int = 64, width: int = 32, channels: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),          # (w, 14, 14)
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),         # (2w, 7, 7)
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 2 * latent_dim),                     # (2 * latent_dim,)
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.net(2 * x - 1).chunk(2, dim=1)
+        return mu, logvar.clamp(-10, 10)
+
+
+class LQVAEModel(nn.Module):
+    """Encoder f, quantiser H / H~, decoder 1 g (inference) and decoder 2 h (training), in one module
+    (the zoo stores one state_dict). forward(x) = g(H(mu(x))), the purified images."""
+
+    def __init__(self, latent_dim: int = 64, width: int = 32, channels: int = 1, levels: int = 2,
+                 span: float = 1.0, relax: str = "soft", temperature: float = 0.5):
+        super().__init__()
+        for name, v in (("latent_dim", latent_dim), ("width", width), ("channels", channels)):
+            _check_int(name, v)
+        self.latent_dim, self.width, self.channels = latent_dim, width, channels
+        self.quantiser = Quantiser(levels, span, relax, temperature)
+        self.encoder = Encoder(latent_dim, width, channels)
+        self.g = Generator(latent_dim, width, channels)
+        self.h = copy.deepcopy(self.g)            # Algorithm 1, line 1: h starts as a copy of g
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(x)
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """Level indices of H(mu(x)), (N, latent_dim) int64 (for two levels: the bits)."""
+        return self.quantiser.index(self.encode(x)[0])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """g(H(mu(x))), (N, C, 28, 28) in [0, 1]: deterministic, zero gradient with respect to x."""
+        return self.g(self.quantiser.hard(self.encode(x)[0]))
+
+
+def build_lqvae(latent_dim: int = 64, width: int = 32, channels: int = 1, levels: int = 2, span: float = 1.0,
+                relax: str = "soft", temperature: float = 0.5) -> LQVAEModel:
+    """The zoo builder of `fmnist/lqvae` (advlab.zoo.build calls it with the entry's arch_kwargs)."""
+    return LQVAEModel(latent_dim, width, channels, levels, span, relax, temperature)
+
+
+def gradient_norm(mu: torch.Tensor, x: torch.Tensor, kind: str = "projection",
+                  generator: torch.Generator | None = None, create_graph: bool = True) -> torch.Tensor:
+    """Per-image norm of the encoder's input gradient, (N,); mu (N, d) must have been computed from x
+    (N, C, H, W) with x.requires_grad, each image independently of the others (no batch norm).
+
+    kind="projection": ||grad_x (v_i . mu_i)||_2 = ||J_i^T v_i||_2, v_i uniform on the unit sphere of R^d
+      (drawn with `generator`): one backward pass, the gain of mu along a random direction.
+    kind="jacobian":   ||J_i||_F, the Frobenius norm of the Jacobian d mu_i / d x_i: d backward passes.
+    create_graph=True keeps the graph, so that a penalty on the norm trains the encoder (double backward).
+    """
+    if kind not in PENALTIES:
+        raise ValueError(f"kind: must be one of {PENALTIES}, got {kind!r}")
+    n, d = mu.shape
+    if kind == "projection":
+        v = torch.randn(n, d, generator=generator).to(mu.device, mu.dtype)
+        v = v / v.norm(dim=1, keepdim=True)                                            # (N, d) unit rows
+        grad, = torch.autograd.grad(mu, x, grad_outputs=v, create_graph=create_graph)  # (N, C, H, W) = J_i^T v_i
+        return grad.flatten(1).norm(dim=1)
+    # one backward pass per latent coordinate; a loop, because is_grads_batched (vmap) measured 15x
+    # slower on CPU for this double backward
+    sq = torch.zeros(n, device=mu.device, dtype=mu.dtype)
+    for j in range(d):
+        row, = torch.autograd.grad(mu[:, j].sum(), x, create_graph=create_graph, retain_graph=True)  # (N, C, H, W)
+        sq = sq + row.flatten(1).pow(2).sum(1)
+    return sq.sqrt()
+
+
+def lipschitz_penalty(encoder: nn.Module, x: torch.Tensor, K: float = 1.0, kind: str = "projection",
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """(||grad_x f(x_i)||_2 - K)^2 per image, (N,), differentiable for the encoder (see `gradient_norm`)."""
+    x = x.detach().float().requires_grad_(True)
+    mu = encoder(x)[0].float()
+    return (gradient_norm(mu, x, kind, generator) - K) ** 2
+
+
+@dataclass
+class LQVAEConfig:
+    dataset: str = "fashion_mnist"
+    latent_dim: int = 64
+    width: int = 32
+    levels: int = 2               # H: sign(z), one bit per latent coordinate
+    span: float = 1.0             # H's levels lie evenly in [-span, span]
+    relax: str = "soft"           # H~: "soft" (softmax over levels) or "straight-through"
+    temperature: float = 0.5      # of the soft H~ (two levels: tanh(2 z / temperature))
+    lipschitz_k: float = 1.0      # K of the penalty (||grad_x mu(x)||_2 - K)^2
+    lipschitz_weight: float = 1.0  # 0 switches the penalty (and its double backward) off
+    penalty: str = "projection"   # "projection" (one random latent direction) or "jacobian" (Frobenius)
+    kl_weight: float = 0.1        # the paper's is 1; see the module docstring for why 0.1
+    iters: int = 46875            # 50 epochs of 60000 images at batch size 64 (as fmnist/vaegan)
+    batch_size: int = 64
+    lr: float = 1e-3
+    n_train: int | None = None    # None: the whole training split
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True              # bf16 autocast of the decoders on CUDA (the encoder and penalty stay float32)
+    log_every: int = 100
+    ckpt_every: int = 1000
+    eval_n: int = 256             # test images of the final reconstruction metric
+
+
+def check_config(cfg: LQVAEConfig) -> None:
+    for name in ("latent_dim", "width", "iters", "batch_size", "log_every", "ckpt_every", "eval_n"):
+        _check_int(name, getattr(cfg, name))
+    _check_int("levels", cfg.levels, minimum=2)
+    for name in ("span", "temperature", "lr"):
+        _check_number(name, getattr(cfg, name), positive=True)
+    for name in ("lipschitz_k", "lipschitz_weight", "kl_weight"):
+        _check_number(name, getattr(cfg, name))
+    if cfg.relax not in RELAXATIONS:
+        raise ValueError(f"relax: must be one of {RELAXATIONS}, got {cfg.relax!r}")
+    if cfg.penalty not in PENALTIES:
+        raise ValueError(f"penalty: must be one of {PENALTIES}, got {cfg.penalty!r}")
+
+
+def compute_losses(model: LQVAEModel, real: torch.Tensor, cfg: LQVAEConfig, generator: torch.Generator,
+                   use_amp: bool = False) -> dict[str, torch.Tensor]:
+    """Algorithm 1's losses on the batch `real` (N, C, 28, 28), each averaged over the batch:
+    "h" = L_h, "g" = L_g (summed squared errors per image), "kl", "lip" (the penalty), "grad_norm"
+    (its gradient norm, for the logs) and "f" = L_h + kl_weight * kl + lipschitz_weight * lip.
+
+    Random draws, in this order from `generator`: the posterior noise (N, d), then the penalty's
+    directions. The encoder runs in float32 (the penalty differentiates its gradient); the decoders
+    under bf16 autocast when use_amp.
+    """
+    dev, n = real.device, len(real)
+    penalised = cfg.lipschitz_weight > 0
+    x = real.detach().float().requires_grad_(penalised)                     # reused by the penalty
+    mu, logvar = model.encoder(x)                                           # (N, d) twice
+    eps = torch.randn(n, model.latent_dim, generator=generator).to(dev)
+    z = mu + (0.5 * logvar).exp() * eps                                     # (N, d) ~ N(mu, sigma^2)
+    if penalised:
+        norm = gradient_norm(mu, x, cfg.penalty, generator)                 # (N,)
+        lip = (norm - cfg.lipschitz_k) ** 2
+    else:
+        norm = lip = torch.zeros(n, device=dev)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+        x1 = model.h(model.quantiser.relaxed(z)).float()                    # h(H~(z)): reaches the encoder
+        x2 = model.g(model.quantiser.hard(z.detach())).float()              # g(H(z)): does not
+    loss_h = (x1 - real).pow(2).flatten(1).sum(1).mean()
+    loss_g = (x2 - real).pow(2).flatten(1).sum(1).mean()
+    kl = kl_divergence(mu, logvar).mean()
+    loss_f = loss_h + cfg.kl_weight * kl + cfg.lipschitz_weight * lip.mean()
+    return {"f": loss_f, "h": loss_h, "g": loss_g, "kl": kl, "lip": lip.mean(), "grad_norm": norm.detach().mean()}
+
+
+def train_step(model: LQVAEModel, opt: torch.optim.Optimizer, real: torch.Tensor, cfg: LQVAEConfig,
+               generator: torch.Generator, use_amp: bool = False) -> dict[str, float]:
+    """One step of Algorithm 1 on `real`; returns the losses as floats.
+
+    One backward pass of L_f + L_g: theta (encoder) gets grad L_f, psi (h) grad L_h, phi (g) grad L_g,
+    because the parameter sets are disjoint and L_g sees the encoder only through the detached H(z).
+    """
+    losses = compute_losses(model, real, cfg, generator, use_amp)
+    opt.zero_grad(set_to_none=True)
+    (losses["f"] + losses["g"]).backward()
+    opt.step()
+    return {k: v.item() for k, v in losses.items()}
+
+
+def train_lqvae(cfg: LQVAEConfig, checkpoint: str | Path | None = None, progress: bool = True
+                ) -> tuple[LQVAEModel, dict]:
+    """Train the LQ-VAE with Algorithm 1; returns (model in eval mode, metrics).
+
+    All random draws (batches, posterior noise, penalty directions) come from one CPU generator seeded
+    by cfg.seed; a checkpoint (every cfg.ckpt_every iterations) stores it with the weights and the
+    optimiser, so a resumed run continues exactly where it stopped. metrics["history"] holds the mean
+    losses every cfg.log_every iterations; `reconstruction_metric` adds the test-set errors.
+    """
+    from advlab import data
+    from advlab.train import load_training_state, resolve_device, save_training_state, seed_everything
+    check_config(cfg)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    use_amp = cfg.amp and device.type == "cuda"
+    channels = data.info(cfg.dataset).shape[0]
+    model = LQVAEModel(cfg.latent_dim, cfg.width, channels, cfg.levels, cfg.span, cfg.relax,
+                       cfg.temperature).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    x_train, _ = data.batch(cfg.dataset, "train", n=cfg.n_train, seed=cfg.seed)
+    x_train = x_train.to(device)
+    g = torch.Generator().manual_seed(cfg.seed)
+    ckpt = Path(checkpoint) if checkpoint else None
+    start, history = 0, []
+    if ckpt and ckpt.with_suffix(".pt.json").exists():
+        meta = load_training_state(ckpt, g, model=model, opt=opt)
+        start, history = meta["iter"], meta["history"]
+    t0 = time.time()
+    model.train()
+    sums: dict[str, float] = {}
+    bar = tqdm(range(start, cfg.iters), desc="LQ-VAE", disable=not progress, initial=start, total=cfg.iters)
+    for it in bar:
+        real = x_train[torch.randint(0, len(x_train), (cfg.batch_size,), generator=g).to(device)]
+        losses = train_step(model, opt, real, cfg, g, use_amp)
+        sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
+        if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
+            k = (it + 1) % cfg.log_every or cfg.log_every
+            history.append({"iter": it + 1} | {name: round(v / k, 5) for name, v in sums.items()}
+                           | {"seconds": round(time.time() - t0, 1)})
+            bar.set_postfix(g=f"{sums['g'] / k:.2f}", kl=f"{sums['kl'] / k:.1f}", grad=f"{sums['grad_norm'] / k:.2f}")
+            sums = {}
+        if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
+            save_training_state(ckpt, g, {"iter": it + 1, "history": history}, model=model, opt=opt)
+    model.eval()
+    metrics = {"iters": cfg.iters, "train_seconds": round(time.time() - t0, 1)}
+    metrics |= reconstruction_metric(model, cfg)
+    metrics["history"] = history
+    return model, metrics
+
+
+def reconstruction_metric(model: LQVAEModel, cfg: LQVAEConfig) -> dict:
+    """On cfg.eval_n test images: per-pixel squared error of the purifier's g(H(mu(x))) ("recon_mse") and
+    of the training path h(H~(mu(x))) ("recon_mse_h"), and the mean projected gradient norm of mu
+    ("grad_norm", to compare with K)."""
+    from advlab import data
+    x, _ = data.batch(cfg.dataset, "test", n=cfg.eval_n, seed=cfg.seed)
+    x = x.to(next(model.parameters()).device).requires_grad_(True)
+    mu = model.encode(x)[0]
+    norm = gradient_norm(mu, x, "projection", torch.Generator().manual_seed(cfg.seed), create_graph=False)
+    with torch.no_grad():
+        x_g, x_h = model.g(model.quantiser.hard(mu)), model.h(model.quantiser.relaxed(mu))
+        return {"recon_mse": round((x_g - x).pow(2).mean().item(), 6),
+                "recon_mse_h": round((x_h - x).pow(2).mean().item(), 6),
+                "grad_norm": round(norm.mean().item(), 4),
+                "recon_setting": f"g(H(mu(x))) and h(H~(mu(x))) on {cfg.eval_n} test images"}
+
+
+@torch.no_grad()
+def code_flips(model: LQVAEModel, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+    """Fraction of latent coordinates whose quantised level differs between H(mu(x)) and H(mu(x_adv)),
+    per image, (N,) in [0, 1]; for two levels, the fraction of code bits the perturbation flips
+    (paper 004's histogram). x, x_adv: images (N, C, H, W) in [0, 1] of the same shape."""
+    from advlab.attacks.base import eval_mode
+    from advlab.data import check_images
+    check_images(x, "x")
+    check_images(x_adv, "x_adv")
+    if x_adv.shape != x.shape:
+        raise ValueError(f"x_adv: expected the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
+    with eval_mode(model):
+        return (model.code(x) != model.code(x_adv)).float().mean(1)
+
+
+def train_zoo_entry(entry, args) -> int:
+    """`advlab train fmnist/lqvae --profile quick|full [--out DIR]`: train and save the bundle.
+
+    The checkpoint goes to DIR/checkpoints when --out is given, else build/checkpoints; it is keyed by
+    the exact config, so a run only ever resumes itself.
+    """
+    from advlab.cli import train_and_save
+    return train_and_save(entry, args, LQVAEConfig,
+                          lambda cfg, checkpoint: train_lqvae(cfg, checkpoint=checkpoint),
+                          summary=("recon_mse", "recon_mse_h", "grad_norm", "recon_setting"))
