@@ -40,7 +40,10 @@ class LatentSearch(NamedTuple):
     best: torch.Tensor     # (N,) index of the chosen restart
 
 
-def latent_search(G: nn.Module, x: torch.Tensor, steps: int = 200, restarts: int = 10, lr: float = 10.0,
+SEARCH_LR = 0.3   # on our loss scale; see DefenseGAN's docstring for the measurement behind it
+
+
+def latent_search(G: nn.Module, x: torch.Tensor, steps: int = 200, restarts: int = 10, lr: float = SEARCH_LR,
                   momentum: float = 0.7, decay_at: float = 0.8, generator: torch.Generator | None = None,
                   batch_size: int = 128, callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
                   ) -> LatentSearch:
@@ -102,7 +105,11 @@ class DefenseGAN(Defense):
 
     generator: a module with `latent_dim` mapping (N, latent_dim) latents to images in [0, 1].
     steps, restarts: L and R (paper: 200 and 10; the quick profile uses fewer and should say so).
-    lr, momentum, decay_at: the search's SGD (paper code: 10, 0.7, 0.8).
+    lr, momentum, decay_at: the search's SGD (paper code: 10, 0.7, 0.8). lr is 0.3 here: it acts on
+        our loss scale (each image's mean over pixels), and the paper's 10 makes the search diverge
+        to saturated images with the zoo's fmnist/wgan-gp. Measured on 64 test images (seed 0) at
+        L = 200, R = 10, per-pixel error / fmnist/cnn accuracy on G(z*): lr 10: 0.068 / 56%;
+        lr 1: 0.0093 / 77%; lr 0.3: 0.0063 / 86%; lr 0.1: 0.0072 / 77% (clean images: 91%).
     seed: seeds the defense's own random stream of initial latents (each call draws new ones).
     unroll: search steps re-run with autograd by the "generator" BPDA backward.
     """
@@ -113,7 +120,7 @@ class DefenseGAN(Defense):
     ZOO = {"fashion_mnist": {"classifier": "fmnist/cnn", "generator": "fmnist/wgan-gp"}}
 
     def __init__(self, generator: nn.Module, classifier: nn.Module, steps: int = 200, restarts: int = 10,
-                 lr: float = 10.0, momentum: float = 0.7, decay_at: float = 0.8, seed: int | None = 0,
+                 lr: float = SEARCH_LR, momentum: float = 0.7, decay_at: float = 0.8, seed: int | None = 0,
                  batch_size: int = 128, unroll: int = 1):
         super().__init__(classifier, seed)
         if not isinstance(generator, nn.Module) or not isinstance(getattr(generator, "latent_dim", None), int):

@@ -206,13 +206,14 @@ def train_wgan_gp(cfg: WGANConfig, checkpoint: str | Path | None = None, progres
 def reconstruction_metric(G: Generator, cfg: WGANConfig) -> dict:
     """Mean per-pixel squared error of Defense-GAN's projection of cfg.eval_n test images on G's range."""
     from advlab import data
-    from advlab.defenses.defense_gan import latent_search
+    from advlab.defenses.defense_gan import SEARCH_LR, latent_search
     x, _ = data.batch(cfg.dataset, "test", n=cfg.eval_n, seed=cfg.seed)
     dev = next(G.parameters()).device
     res = latent_search(G, x.to(dev), steps=cfg.eval_steps, restarts=cfg.eval_restarts,
                         generator=torch.Generator().manual_seed(cfg.seed))
     return {"recon_mse": round(res.err.mean().item(), 6),
-            "recon_setting": f"latent search L={cfg.eval_steps}, R={cfg.eval_restarts} on {cfg.eval_n} test images"}
+            "recon_setting": f"latent search L={cfg.eval_steps}, R={cfg.eval_restarts}, lr={SEARCH_LR} on "
+                             f"{cfg.eval_n} test images"}
 
 
 def train_zoo_entry(entry, args) -> int:
