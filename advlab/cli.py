@@ -6,6 +6,7 @@
     advlab course run --profile quick [--only 00]  # papermill into build/
     advlab course make-exercises                   # solutions/ -> exercises/
     advlab bench attacks                           # PGD cost vs fwd+bwd and torchattacks
+    advlab defense-report lqvae --n 1000           # clean, grey-box, adaptive and sanity rows
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def train_and_save(entry, args, config_cls, train_fn, summary=("clean_acc",)) ->
         kwargs |= dict(arch=entry.arch, arch_kwargs=dict(entry.arch_kwargs))
     else:                                                                   # generative configs hold the sizes
         kwargs |= dict(entry.arch_kwargs)
+    kwargs |= dict(_setting(t) for t in getattr(args, "set", None) or [])
     cfg = config_cls(**kwargs)
     if args.threads:
         import torch
@@ -127,6 +129,66 @@ def _evaluate(args) -> int:
     return 0
 
 
+DEFENSES = {"defense-gan": "DefenseGAN", "vaegan": "VAEGANPurifier", "lqvae": "LQVAE"}
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """'steps=200' -> ('steps', 200): the value is read as json when it parses, else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set: expected NAME=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _defense_report(args) -> int:
+    """`advlab defense-report NAME`: evaluate.defense_report of a zoo purifier on a fixed test subset,
+    written as json and markdown (with the purifier's measured images/s); --record adds the summary
+    to the manifest record of the purifier's generative model."""
+    import time
+    import torch
+    from advlab import attacks, data, defenses, evaluate, train, zoo
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = train.resolve_device(args.device)
+    cls = getattr(defenses, DEFENSES[args.name])
+    settings = dict(_setting(t) for t in args.set)
+    defense = cls.from_zoo("fashion_mnist", classifier=args.classifier, device=device, **settings)
+    classifier = args.classifier or cls.ZOO["fashion_mnist"]["classifier"]
+    purifier = next(v for k, v in cls.ZOO["fashion_mnist"].items() if k != "classifier")
+    x, y = data.batch("fashion_mnist", "test", n=args.n, seed=args.seed, device=device)
+    attack = attacks.PGD(eps=args.eps, alpha=args.alpha, steps=args.steps, random_start=True, seed=args.seed)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    with torch.no_grad():                     # throughput of purify alone, after one warm-up call
+        xs = x[:args.speed_n]
+        defense.purify(xs[:8]); sync()
+        t0 = time.perf_counter(); defense.purify(xs); sync()
+        seconds = time.perf_counter() - t0
+    rep = evaluate.defense_report(defense, x, y, attack=attack, eot_iter=args.eot, backward=args.backward,
+                                  sanity_n=args.sanity_n, adaptive_n=args.adaptive_n)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    rep["purify_speed"] = {"images_per_s": round(len(xs) / seconds, 1), "n": len(xs), "device": device_name}
+    rep["test_subset"] = {"n": len(x), "seed": args.seed, "classifier": classifier}
+    rep["command"] = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") else None
+    tag = f"_{args.backward}" if args.backward else ""
+    out = Path(args.out) / f"{args.name}{tag}_{classifier.replace('/', '__')}_n{len(x)}_seed{args.seed}"
+    evaluate.save_report(rep, out.with_suffix(".json"))
+    text = evaluate.format_report(rep) + f"\n\npurify: {rep['purify_speed']['images_per_s']:g} images/s on {device_name}\n"
+    out.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"written: {out}.json and .md")
+    if args.record:
+        summary = {"defense": rep["defense"], "classifier": classifier, "test_subset_seed": args.seed,
+                   "device": device_name, "purify_images_per_s": rep["purify_speed"]["images_per_s"]}
+        summary |= {row["setting"]: {"acc": row["acc"], "n": row["n"], "attack": row["attack"]}
+                    for row in evaluate.report_rows(rep)}
+        summary["sanity_passed"] = rep["sanity"]["passed"]
+        zoo.record_evaluation(purifier, f"defense_report_{args.name}{tag}_{classifier}_linf{args.eps:g}", summary)
+    return 0
+
+
 def _bench(args) -> int:
     from advlab import bench
     return bench.main(args.rest)
@@ -141,6 +203,8 @@ def main(argv=None) -> int:
     t.add_argument("--device", default="auto")
     t.add_argument("--out", default=None, help="zoo folder to write into (default: the package zoo for full, build/zoo for quick)")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                   help="override config fields of the profile, e.g. iters=20000 latent_dim=128 (for searches)")
     t.set_defaults(func=_train)
     d = sub.add_parser("data", help="prepare datasets")
     d.add_argument("action", choices=("prepare",))
@@ -167,6 +231,25 @@ def main(argv=None) -> int:
     e.add_argument("--threads", type=int, default=0)
     e.add_argument("--record", action="store_true", help="add the result to the zoo manifest")
     e.set_defaults(func=_evaluate)
+    r = sub.add_parser("defense-report", help="clean / grey-box / adaptive / sanity report of a zoo purifier")
+    r.add_argument("name", choices=sorted(DEFENSES))
+    r.add_argument("--classifier", default=None, help="zoo classifier (default: the defense's own)")
+    r.add_argument("--n", type=int, default=1000, help="test images (a fixed subset drawn with --seed)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--eps", type=float, default=0.1)
+    r.add_argument("--alpha", type=float, default=0.01)
+    r.add_argument("--steps", type=int, default=40)
+    r.add_argument("--eot", type=int, default=8, help="EoT samples of the adaptive attack (stochastic defenses)")
+    r.add_argument("--backward", default=None, help="adaptive backward (default: the defense's first)")
+    r.add_argument("--adaptive-n", type=int, default=None, help="adaptive row on the first N images only")
+    r.add_argument("--sanity-n", type=int, default=200, help="large-eps sweep on the first N images")
+    r.add_argument("--speed-n", type=int, default=256, help="images of the purify throughput measurement")
+    r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="defense settings, e.g. steps=200")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--threads", type=int, default=0)
+    r.add_argument("--out", default="build/reports")
+    r.add_argument("--record", action="store_true", help="add the summary to the purifier's manifest record")
+    r.set_defaults(func=_defense_report)
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)

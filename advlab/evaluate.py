@@ -60,7 +60,7 @@ def _with(attack, **changes):
 
 def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: float = 0.1,
                    eot_iter: int = 8, backward=None, sanity_eps=SANITY_EPS, sanity_margin: float = 0.1,
-                   sanity_n: int | None = None, batch_size: int = 500) -> dict:
+                   sanity_n: int | None = None, batch_size: int = 500, adaptive_n: int | None = None) -> dict:
     """Evaluate a purification defense honestly; every accuracy carries the attack that produced it.
 
     defense: an advlab.defenses.Defense (nn.Module images -> logits with .purify, .classifier,
@@ -82,6 +82,9 @@ def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: 
                    sanity_n: run the sweep on the first sanity_n images only (None: all of x);
                    the sweep costs len(sanity_eps) adaptive attacks, which adds up for
                    optimisation-based purifiers.
+    adaptive_n: run the adaptive row on the first adaptive_n images only (None: all of x), for
+    purifiers whose adaptive attack (BPDA + EoT through a search) costs far more than the rest;
+    every row records its own n.
     Returns a json-serialisable dict; `format_report` renders it, `save_report` writes it.
     """
     from advlab.attacks import PGD
@@ -97,8 +100,9 @@ def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: 
     sanity_eps = tuple(sanity_eps)
     if any(not isinstance(e, (int, float)) or isinstance(e, bool) or not e > 0 for e in sanity_eps):
         raise ValueError(f"sanity_eps: must be positive numbers, got {sanity_eps!r}")
-    if sanity_n is not None and (isinstance(sanity_n, bool) or not isinstance(sanity_n, int) or sanity_n < 1):
-        raise ValueError(f"sanity_n: must be a positive int or None, got {sanity_n!r}")
+    for name, v in (("sanity_n", sanity_n), ("adaptive_n", adaptive_n)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name}: must be a positive int or None, got {v!r}")
     if attack is None:
         attack = PGD(eps=eps, alpha=0.01, steps=40, random_start=True, norm="linf")
     elif not callable(attack):
@@ -106,11 +110,11 @@ def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: 
     from advlab.attacks.base import eval_mode
     with eval_mode(defense):  # every module's own train flag is restored afterwards
         return _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanity_margin, sanity_n,
-                               batch_size)
+                               batch_size, adaptive_n)
 
 
 def _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanity_margin, sanity_n,
-                    batch_size) -> dict:
+                    batch_size, adaptive_n=None) -> dict:
     import time
     import warnings
     from advlab.data import check_labels
@@ -126,16 +130,18 @@ def _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanit
            "classifier": type(clf).__name__, "n": len(x), "num_classes": num_classes,
            "chance": 1.0 / num_classes, "stochastic": stochastic,
            "adaptive_model": _describe_model(adaptive, defense)}
-    rep["clean"] = {"classifier": {"acc": accuracy(clf, x, y, batch_size), "attack": None},
-                    "defense": {"acc": accuracy(defense, x, y, batch_size), "attack": None}}
+    n = len(x)
+    rep["clean"] = {"classifier": {"acc": accuracy(clf, x, y, batch_size), "attack": None, "n": n},
+                    "defense": {"acc": accuracy(defense, x, y, batch_size), "attack": None, "n": n}}
     x_adv = attack(clf, x, y)
     rep["undefended"] = {"acc": accuracy(clf, x_adv, y, batch_size), "attack": repr(attack),
-                         "attacked": "classifier", "classified_by": "classifier"}
+                         "attacked": "classifier", "classified_by": "classifier", "n": n}
     rep["grey_box"] = {"acc": accuracy(defense, x_adv, y, batch_size), "attack": repr(attack),
-                       "attacked": "classifier", "classified_by": "defense"}
-    x_ad = adaptive_attack(adaptive, x, y)
-    rep["adaptive"] = {"acc": accuracy(defense, x_ad, y, batch_size), "attack": repr(adaptive_attack),
-                       "attacked": rep["adaptive_model"], "classified_by": "defense"}
+                       "attacked": "classifier", "classified_by": "defense", "n": n}
+    xa, ya = x[:adaptive_n], y[:adaptive_n]
+    x_ad = adaptive_attack(adaptive, xa, ya)
+    rep["adaptive"] = {"acc": accuracy(defense, x_ad, ya, batch_size), "attack": repr(adaptive_attack),
+                       "attacked": rep["adaptive_model"], "classified_by": "defense", "n": len(xa)}
     rows, xs, ys = [], x[:sanity_n], y[:sanity_n]
     for e in sanity_eps:
         steps = getattr(adaptive_attack, "steps", None)
@@ -176,7 +182,8 @@ def _describe_model(model, defense) -> str:
 
 
 def report_rows(report: dict) -> list[dict]:
-    """The report as flat rows: setting, accuracy, attack, what was attacked, what classified."""
+    """The report as flat rows: setting, accuracy, images, attack."""
+    n = report["n"]
     rows = [{"setting": "clean (classifier alone)", "acc": report["clean"]["classifier"]["acc"], "attack": "-"},
             {"setting": "clean (defense)", "acc": report["clean"]["defense"]["acc"], "attack": "-"},
             {"setting": "undefended (attack on classifier)", "acc": report["undefended"]["acc"],
@@ -184,25 +191,25 @@ def report_rows(report: dict) -> list[dict]:
             {"setting": "grey box (attack on classifier, then defense)", "acc": report["grey_box"]["acc"],
              "attack": report["grey_box"]["attack"]},
             {"setting": f"adaptive ({report['adaptive_model']})", "acc": report["adaptive"]["acc"],
-             "attack": report["adaptive"]["attack"]}]
-    rows += [{"setting": f"sanity: adaptive at eps {r['eps']:g}", "acc": r["acc"], "attack": r["attack"]}
-             for r in report["sanity"]["rows"]]
-    return rows
+             "attack": report["adaptive"]["attack"], "n": report["adaptive"].get("n", n)}]
+    rows += [{"setting": f"sanity: adaptive at eps {r['eps']:g}", "acc": r["acc"], "attack": r["attack"],
+              "n": r.get("n", n)} for r in report["sanity"]["rows"]]
+    return [r | {"n": r.get("n", n)} for r in rows]
 
 
 def format_report(report: dict, fmt: str = "markdown") -> str:
     """The report as a markdown table (fmt="markdown") or aligned plain text (fmt="text")."""
     if fmt not in ("markdown", "text"):
         raise ValueError(f"fmt: must be 'markdown' or 'text', got {fmt!r}")
-    rows = [(r["setting"], f"{100 * r['acc']:.2f}%", r["attack"]) for r in report_rows(report)]
-    head = ("setting", "accuracy", "attack")
+    rows = [(r["setting"], f"{100 * r['acc']:.2f}%", str(r["n"]), r["attack"]) for r in report_rows(report)]
+    head = ("setting", "accuracy", "images", "attack")
     title = f"{report['defense']} on {report['n']} images (chance {100 * report['chance']:.1f}%)"
     footer = f"sanity check {report['sanity']['message']}"
     if fmt == "markdown":
-        lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|---|---:|---|"]
+        lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|---|---:|---:|---|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
         return "\n".join(lines + ["", footer])
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(3)]
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
     fmt_row = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([title, fmt_row(head), fmt_row(tuple("-" * w for w in widths))] + [fmt_row(r) for r in rows]
                      + [footer])

@@ -40,9 +40,6 @@ def test_pgd_at_meets_the_bars():
     assert rec["evaluations"]["pgd40_linf0.1"]["robust_acc"] >= 0.75
 
 
-@pytest.mark.xfail(strict=True, reason="AutoAttack standard on 1000 images has not been recorded for the 20-epoch "
-                                       "fmnist/pgd-at yet (issue 4): `advlab evaluate fmnist/pgd-at --attack autoattack "
-                                       "--n 1000 --record`")
 def test_pgd_at_meets_the_autoattack_bar():
     ev = _trained("fmnist/pgd-at").get("evaluations", {}).get("autoattack_linf0.1")
     assert ev is not None and ev["n"] >= 1000 and ev["test_subset_seed"] == 0

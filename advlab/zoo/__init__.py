@@ -74,6 +74,11 @@ register(ZooEntry("fmnist/trades", "cnn", "fashion_mnist",
                   "SmallCNN, TRADES (beta 6): KL-PGD-5 (step 0.03) at Linf eps 0.1",
                   train=dict(method="trades", eps=0.1, steps=5, alpha=0.03, beta=6.0, epochs=8, lr=0.05, seed=4),
                   train_quick=dict(epochs=1, n_train=2000, n_test=500, steps=2), trainer=_AT))
+register(ZooEntry("fmnist/fgsm-at", "cnn", "fashion_mnist",
+                  "SmallCNN, fast FGSM-AT (Wong et al. 2020): one FGSM step of 1.25 eps from a random start "
+                  "at Linf eps 0.1 (paper 004's 'Adv Tr' column)",
+                  train=dict(method="fgsm", eps=0.1, epochs=20, lr=0.05, seed=8),
+                  train_quick=dict(epochs=1, n_train=2000, n_test=500), trainer=_AT))
 
 
 # generative models of the purifiers (lecture 04 on); the zoo stores the generator only
@@ -144,15 +149,25 @@ def info(name: str, root: str | Path | None = None) -> dict:
     return rec
 
 
-def build(name: str) -> nn.Module:
-    """A fresh, untrained model of the entry's architecture."""
+def build(name: str, config: dict | None = None) -> nn.Module:
+    """A fresh, untrained model of the entry's architecture.
+
+    config: a manifest record's training config; its sizes win over the registry's, so weights
+    trained with other sizes (`advlab train NAME --set latent_dim=128`) load into the right shapes.
+    """
     entry = _entry(name)
+    kwargs = dict(entry.arch_kwargs)
+    if config:
+        if entry.builder:   # generative configs hold the sizes as fields
+            kwargs |= {k: config[k] for k in kwargs if k in config}
+        else:
+            kwargs |= config.get("arch_kwargs", {})
     if entry.builder:
         import importlib
         mod, fn = entry.builder.split(":")
-        return getattr(importlib.import_module(mod), fn)(**entry.arch_kwargs)
+        return getattr(importlib.import_module(mod), fn)(**kwargs)
     from advlab import models
-    return models.build(entry.arch, entry.dataset, **entry.arch_kwargs)
+    return models.build(entry.arch, entry.dataset, **kwargs)
 
 
 def load(name: str, device: str | torch.device = "cpu", root: str | Path | None = None) -> nn.Module:
@@ -167,7 +182,7 @@ def load(name: str, device: str | torch.device = "cpu", root: str | Path | None 
     if digest != rec["sha256"]:
         raise ChecksumError(f"zoo model {name!r}: {path} has sha256 {digest[:16]}..., the manifest says "
                             f"{rec['sha256'][:16]}...; refusing to load. Re-train with: {_entry(name).command}")
-    model = build(name)
+    model = build(name, rec.get("config"))
     model.load_state_dict(load_file(str(path)), strict=True)
     return model.to(device).eval()
 

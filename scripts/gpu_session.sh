@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The GPU measurements of the zoo and the purifiers, as run on a lent GPU machine (session 4).
+#   bash scripts/gpu_session.sh start SECONDS    # set up, launch the jobs in the background, wait
+#   bash scripts/gpu_session.sh wait SECONDS     # wait (printing progress), then pack results into $OUT
+# Needs the four Fashion-MNIST .gz files in .carry/fmnist/ (ignored; named in the device call's carry).
+# Jobs write into the working tree's zoo (weights, manifest) and build/{reports,eval,gpu}.
+set -u
+# the jobs run in a private copy of the tree: a later device call re-syncs the checkout itself
+WORK=/tmp/gpuwork
+if [ "${1:-}" = start ] || [ "${1:-}" = sweep ] || [ "${1:-}" = confirm ]; then
+  REPO=$(cd "$(dirname "$0")/.." && pwd)
+  rm -rf $WORK && cp -a "$REPO" $WORK
+fi
+cd $WORK || exit 1
+export ADVLAB_DATA=/tmp/advlab_data PYTHONUNBUFFERED=1 PYTHONPATH=$WORK
+LOG=build/gpu
+ADV="python -m advlab.cli"
+mkdir -p $LOG build/reports
+
+setup() {
+  mkdir -p $ADVLAB_DATA/FashionMNIST/raw
+  for f in .carry/fmnist/*.gz; do
+    b=$(basename "$f" .gz); gunzip -c "$f" > $ADVLAB_DATA/FashionMNIST/raw/$b
+  done
+  # evaluation-only runs carry the test split alone; torchvision checks that all four files exist
+  for b in train-images-idx3-ubyte train-labels-idx1-ubyte; do touch $ADVLAB_DATA/FashionMNIST/raw/$b; done
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python -c "import torch, advlab; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+}
+
+job() {  # job NAME COMMANDS...: run the commands in order in the background, in a new session
+  local name=$1; shift
+  setsid nohup bash -c "set -x; $*; echo JOB_DONE rc=\$?" > $LOG/$name.log 2>&1 < /dev/null &
+}
+
+start() {
+  setup || exit 1
+  # J1: VAE-GAN (paper 002), then its report and the 002 table
+  job vaegan "$ADV train fmnist/vaegan --profile full --device cuda && \
+    $ADV defense-report vaegan --n 1000 --sanity-n 200 --device cuda --record && \
+    python scripts/paper_tables.py 002 --n 2000 --device cuda"
+  # J2: LQ-VAE (paper 004), its report, then the 004 tables (they need fmnist/fgsm-at from J5)
+  job lqvae "$ADV train fmnist/lqvae --profile full --device cuda && \
+    $ADV defense-report lqvae --n 1000 --sanity-n 200 --device cuda --record && \
+    while [ ! -f $LOG/fgsm-at.done ]; do sleep 5; done && \
+    python scripts/paper_tables.py 004 --n 1000 --device cuda --dgan-batch 1000"
+  # J3: AutoAttack standard on the adversarially trained zoo models
+  job autoattack "$ADV evaluate fmnist/pgd-at --attack autoattack --n 1000 --chunk 1000 --device cuda --record && \
+    $ADV evaluate fmnist/trades --attack autoattack --n 1000 --chunk 1000 --device cuda --record"
+  # J4: Defense-GAN at the paper's L = 200, R = 10; BPDA through the generator with EoT
+  job defensegan "$ADV defense-report defense-gan --n 1000 --backward generator --eot 4 --adaptive-n 500 \
+    --sanity-n 100 --set batch_size=1000 --device cuda --record"
+  # J5: fast FGSM-AT (paper 004's 'Adv Tr' column)
+  job fgsm-at "$ADV train fmnist/fgsm-at --profile full --device cuda; touch $LOG/fgsm-at.done"
+  waitfor "${1:-500}"
+}
+
+sweep() {
+  setup || exit 1
+  job sweep-dgan "python scripts/purifier_sweep.py defense-gan --n 1000 --device cuda"
+  job sweep-vaegan "python scripts/purifier_sweep.py vaegan --n 1000 --device cuda"
+  # LQ-VAE latent size x KL weight, each trained for the same shorter run
+  for v in 64:0.1 128:0.1 64:0.01 128:0.01; do
+    lat=${v%:*} kl=${v#*:} dir=/tmp/lqvae_${v/:/_}
+    job lqvae_${v/:/_} "rm -rf $dir && cp -r advlab/zoo $dir && \
+      $ADV train fmnist/lqvae --profile full --set iters=16000 latent_dim=$lat kl_weight=$kl --device cuda --out $dir && \
+      ADVLAB_ZOO=$dir $ADV defense-report lqvae --n 1000 --sanity-n 100 --device cuda --out build/reports/lqvae_${v/:/_} && \
+      cp $dir/manifest.json build/reports/lqvae_${v/:/_}/"
+  done
+  waitfor "${1:-500}"
+}
+
+confirm() {  # after the searches: the chosen defaults, re-measured, and the paper tables with them
+  setup || exit 1
+  job confirm-dgan-sweep "python scripts/purifier_sweep.py defense-gan --n 1000 --seed 1 --device cuda"
+  job dgan-report "$ADV defense-report defense-gan --n 1000 --backward generator --eot 4 --adaptive-n 200 \
+    --sanity-n 50 --set batch_size=1000 --device cuda --record"
+  job vaegan-report "$ADV defense-report vaegan --n 1000 --sanity-n 200 --device cuda --record && \
+    $ADV defense-report vaegan --n 1000 --seed 1 --sanity-n 200 --device cuda --out build/reports/seed1 && \
+    python scripts/paper_tables.py 002 --n 2000 --device cuda"
+  job paper004 "python scripts/paper_tables.py 004 --n 1000 --device cuda --dgan-batch 1000"
+  waitfor "${1:-500}"
+}
+
+waitfor() {
+  local limit=$1 t0=$SECONDS
+  while (( SECONDS - t0 < limit )); do
+    local running=$(grep -L JOB_DONE $LOG/*.log 2>/dev/null | wc -l)
+    (( running == 0 )) && break
+    sleep 20
+  done
+  for f in $LOG/*.log; do echo "== $f"; tr '\r' '\n' < $f | grep -v '^\s*$' | tail -4; done
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+  pack
+}
+
+pack() {
+  [ -n "${OUT:-}" ] || return 0
+  for w in vaegan lqvae fgsm-at; do
+    [ -f advlab/zoo/weights/fmnist__$w.safetensors ] && cp advlab/zoo/weights/fmnist__$w.safetensors $OUT/
+  done
+  for d in /tmp/lqvae_*; do
+    [ -f $d/weights/fmnist__lqvae.safetensors ] && cp $d/weights/fmnist__lqvae.safetensors $OUT/$(basename $d).safetensors
+  done
+  tar czf $OUT/results.tgz advlab/zoo/manifest.json build/reports build/eval $LOG 2>/dev/null
+  ls -la $OUT
+}
+
+case "${1:-}" in
+  start) start "${2:-500}" ;;
+  sweep) sweep "${2:-500}" ;;
+  confirm) confirm "${2:-500}" ;;
+  wait) waitfor "${2:-500}" ;;
+  *) echo "usage: $0 start|wait SECONDS" >&2; exit 2 ;;
+esac
