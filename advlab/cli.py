@@ -59,8 +59,9 @@ def train_and_save(entry, args, config_cls, train_fn, summary=("clean_acc",)) ->
         return 0
     metrics = {k: v for k, v in metrics.items() if k != "history"} | {"history": metrics["history"]}
     device = str(train.resolve_device(args.device))
+    sets = getattr(args, "set", None) or []
     command = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") \
-        else f"advlab train {entry.name} --profile {args.profile}"
+        else f"advlab train {entry.name} --profile {args.profile}" + "".join(f" --set {shlex.quote(t)}" for t in sets)
     rec = zoo.save(entry.name, model, train.config_dict(cfg), metrics, command, root=out, device=device)
     print(json.dumps({k: rec[k] for k in ("file", "sha256", "size_bytes")} | {k: metrics[k] for k in summary},
                      indent=2))

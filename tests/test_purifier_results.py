@@ -1,0 +1,79 @@
+"""The purifiers' recorded defense reports (manifest; made on an H100 with `advlab defense-report ... --record`):
+they describe the library's current defaults, they are reproduced on CPU on the first 200 images of
+the same test subset, and the issue's bars (>= 80% clean, >= 65% grey box under PGD-40 at Linf 0.1 on
+>= 1000 test images) are checked against them (slow)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from advlab import attacks, data, defenses, evaluate, zoo
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+CLEAN, GREY = "clean (defense)", "grey box (attack on classifier, then defense)"
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+# (defense class, purifier zoo entry, manifest key of its report)
+REPORTS = {"vaegan": (defenses.VAEGANPurifier, "fmnist/vaegan", "defense_report_vaegan_fmnist/vgg_linf0.1"),
+           "lqvae": (defenses.LQVAE, "fmnist/lqvae", "defense_report_lqvae_fmnist/cnn_linf0.1")}
+
+
+def _report(name):
+    cls, entry, key = REPORTS[name]
+    try:
+        rec = zoo.info(entry)
+    except zoo.NotTrainedError:
+        pytest.skip(f"{entry} is not trained")
+    ev = rec.get("evaluations", {}).get(key)
+    assert ev is not None, f"run `advlab defense-report {name} --n 1000 --record`"
+    return cls, ev
+
+
+@pytest.mark.parametrize("name", sorted(REPORTS))
+def test_recorded_report_is_of_the_current_defaults_and_reproduced_on_cpu(name):
+    cls, ev = _report(name)
+    defense = cls.from_zoo("fashion_mnist")
+    assert ev["defense"] == defense.describe(), "the record was made with other settings: measure again"
+    assert ev[GREY]["n"] >= 1000 and ev["test_subset_seed"] == 0 and ev["sanity_passed"]
+    x, y = data.batch("fashion_mnist", "test", n=ev[GREY]["n"], seed=0)
+    x, y = x[:200], y[:200]
+    atk = attacks.PGD(eps=0.1, alpha=0.01, steps=40, random_start=True, seed=0)
+    assert repr(atk) == ev[GREY]["attack"]
+    clean, grey = evaluate.accuracy(defense, x, y), evaluate.accuracy(defense, atk(defense.classifier, x, y), y)
+    print(f"{name}: clean {clean:.3f} grey {grey:.3f} on 200; recorded {ev[CLEAN]['acc']:.3f} {ev[GREY]['acc']:.3f}")
+    # a 200-image part of the 1000 (binomial sd ~3%) on another device: sampling noise only
+    assert abs(clean - ev[CLEAN]["acc"]) < 0.08 and abs(grey - ev[GREY]["acc"]) < 0.08
+
+
+def test_vaegan_meets_the_bars():
+    _, ev = _report("vaegan")
+    assert ev[CLEAN]["acc"] >= 0.80 and ev[GREY]["acc"] >= 0.65
+
+
+def test_lqvae_meets_the_grey_box_bar():
+    _, ev = _report("lqvae")
+    assert ev[GREY]["acc"] >= 0.65
+
+
+@pytest.mark.xfail(strict=True, reason="fmnist/lqvae purifies to 77.5% clean on 1000 (bar 80%); KL weight 0.01 "
+                                       "reaches 80.2% but its BPDA accuracy falls from 50.7% to 18.5% (issue 6)")
+def test_lqvae_meets_the_clean_bar():
+    _, ev = _report("lqvae")
+    assert ev[CLEAN]["acc"] >= 0.80
+
+
+def test_defense_gan_search_meets_the_bars_at_the_default_lr():
+    """Defense-GAN's lr 0.1 was chosen on seed 0 and re-measured on seed 1 (purifier_sweep.py, H100)."""
+    for seed in (0, 1):
+        rows = json.loads((RESULTS / f"sweep_defense-gan_n1000_seed{seed}.json").read_text())["rows"]
+        row = next(r for r in rows if (r["lr"], r["steps"], r["restarts"]) ==
+                   (defenses.defense_gan.SEARCH_LR, 200, 10))
+        assert row["clean"] >= 0.80 and row["grey_box"] >= 0.65, (seed, row)
+
+
+@pytest.mark.xfail(strict=True, reason="the recorded Defense-GAN report (with BPDA + EoT) was made at lr 0.3 "
+                                       "before the search moved the default to 0.1; the lr 0.1 report did not "
+                                       "finish inside the GPU budget (issue 5)")
+def test_defense_gan_record_is_of_the_current_defaults():
+    rec = zoo.info("fmnist/wgan-gp")
+    ev = rec["evaluations"]["defense_report_defense-gan_generator_fmnist/cnn_linf0.1"]
+    assert f"lr={defenses.defense_gan.SEARCH_LR}" in ev["defense"]
