@@ -245,5 +245,48 @@ def load_training_state(path: str | Path, g: torch.Generator, **states) -> dict:
     return meta
 
 
+def iteration_run(cfg) -> tuple[torch.device, bool, torch.Tensor, torch.Generator]:
+    """The setup the generative trainers share: seeds, device, AMP flag (CUDA only), the training
+    images on the device and the run's CPU generator, from cfg's seed, device, amp, dataset, n_train."""
+    from advlab import data
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    x_train, _ = data.batch(cfg.dataset, "train", n=cfg.n_train, seed=cfg.seed)
+    return device, cfg.amp and device.type == "cuda", x_train.to(device), torch.Generator().manual_seed(cfg.seed)
+
+
+def train_iterations(cfg, step_fn: Callable[[], dict], g: torch.Generator, states: dict, checkpoint=None,
+                     desc: str = "train", postfix: dict[str, str] | None = None, progress: bool = True
+                     ) -> tuple[list[dict], float]:
+    """The iteration loop the generative trainers share: cfg.iters calls of step_fn() -> {loss: float}.
+
+    Every cfg.log_every iterations the mean of each loss goes into the history (with the iteration
+    and the seconds so far); every cfg.ckpt_every iterations, and at the end, `states` (name ->
+    model or optimiser) and `g` are saved to `checkpoint`, which a later call resumes from.
+    postfix: progress-bar label -> format of the means, e.g. {"kl": "{kl:.1f}"}.
+    Returns (history, seconds of this call).
+    """
+    ckpt = Path(checkpoint) if checkpoint else None
+    start, history = 0, []
+    if ckpt and ckpt.with_suffix(".pt.json").exists():
+        meta = load_training_state(ckpt, g, **states)
+        start, history = meta["iter"], meta["history"]
+    t0 = time.time()
+    sums: dict[str, float] = {}
+    bar = tqdm(range(start, cfg.iters), desc=desc, disable=not progress, initial=start, total=cfg.iters)
+    for it in bar:
+        sums = {k: sums.get(k, 0.0) + v for k, v in step_fn().items()}
+        if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
+            k = (it + 1) % cfg.log_every or cfg.log_every
+            means = {name: v / k for name, v in sums.items()}
+            history.append({"iter": it + 1} | {name: round(v, 5) for name, v in means.items()}
+                           | {"seconds": round(time.time() - t0, 1)})
+            bar.set_postfix({label: fmt.format(**means) for label, fmt in (postfix or {}).items()})
+            sums = {}
+        if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
+            save_training_state(ckpt, g, {"iter": it + 1, "history": history}, **states)
+    return history, time.time() - t0
+
+
 def config_dict(cfg: TrainConfig) -> dict:
     return asdict(cfg)

@@ -102,13 +102,11 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from advlab.generative.vaegan import kl_divergence
 from advlab.generative.wgan import Generator
@@ -357,41 +355,23 @@ def train_lqvae(cfg: LQVAEConfig, checkpoint: str | Path | None = None, progress
     losses every cfg.log_every iterations; `reconstruction_metric` adds the test-set errors.
     """
     from advlab import data
-    from advlab.train import load_training_state, resolve_device, save_training_state, seed_everything
+    from advlab.train import iteration_run, train_iterations
     check_config(cfg)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    use_amp = cfg.amp and device.type == "cuda"
+    device, use_amp, x_train, g = iteration_run(cfg)
     channels = data.info(cfg.dataset).shape[0]
     model = LQVAEModel(cfg.latent_dim, cfg.width, channels, cfg.levels, cfg.span, cfg.relax,
                        cfg.temperature).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    x_train, _ = data.batch(cfg.dataset, "train", n=cfg.n_train, seed=cfg.seed)
-    x_train = x_train.to(device)
-    g = torch.Generator().manual_seed(cfg.seed)
-    ckpt = Path(checkpoint) if checkpoint else None
-    start, history = 0, []
-    if ckpt and ckpt.with_suffix(".pt.json").exists():
-        meta = load_training_state(ckpt, g, model=model, opt=opt)
-        start, history = meta["iter"], meta["history"]
-    t0 = time.time()
     model.train()
-    sums: dict[str, float] = {}
-    bar = tqdm(range(start, cfg.iters), desc="LQ-VAE", disable=not progress, initial=start, total=cfg.iters)
-    for it in bar:
+
+    def step() -> dict:
         real = x_train[torch.randint(0, len(x_train), (cfg.batch_size,), generator=g).to(device)]
-        losses = train_step(model, opt, real, cfg, g, use_amp)
-        sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
-        if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
-            k = (it + 1) % cfg.log_every or cfg.log_every
-            history.append({"iter": it + 1} | {name: round(v / k, 5) for name, v in sums.items()}
-                           | {"seconds": round(time.time() - t0, 1)})
-            bar.set_postfix(g=f"{sums['g'] / k:.2f}", kl=f"{sums['kl'] / k:.1f}", grad=f"{sums['grad_norm'] / k:.2f}")
-            sums = {}
-        if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
-            save_training_state(ckpt, g, {"iter": it + 1, "history": history}, model=model, opt=opt)
+        return train_step(model, opt, real, cfg, g, use_amp)
+
+    history, seconds = train_iterations(cfg, step, g, dict(model=model, opt=opt), checkpoint, "LQ-VAE",
+                                        {"g": "{g:.2f}", "kl": "{kl:.1f}", "grad": "{grad_norm:.2f}"}, progress)
     model.eval()
-    metrics = {"iters": cfg.iters, "train_seconds": round(time.time() - t0, 1)}
+    metrics = {"iters": cfg.iters, "train_seconds": round(seconds, 1)}
     metrics |= reconstruction_metric(model, cfg)
     metrics["history"] = history
     return model, metrics

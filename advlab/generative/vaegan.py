@@ -39,14 +39,12 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from advlab.generative.wgan import Generator
 
@@ -234,41 +232,23 @@ def train_vaegan(cfg: VAEGANConfig, checkpoint: str | Path | None = None, progre
     Dec(mu(x)) on cfg.eval_n test images.
     """
     from advlab import data
-    from advlab.train import load_training_state, resolve_device, save_training_state, seed_everything
+    from advlab.train import iteration_run, train_iterations
     check_config(cfg)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    use_amp = cfg.amp and device.type == "cuda"
+    device, use_amp, x_train, g = iteration_run(cfg)
     channels = data.info(cfg.dataset).shape[0]
     model = VAEGAN(cfg.latent_dim, cfg.width, channels).to(device)
     opts = make_optimizers(model, cfg)
-    x_train, _ = data.batch(cfg.dataset, "train", n=cfg.n_train, seed=cfg.seed)
-    x_train = x_train.to(device)
-    g = torch.Generator().manual_seed(cfg.seed)
-    ckpt = Path(checkpoint) if checkpoint else None
-    start, history = 0, []
-    if ckpt and ckpt.with_suffix(".pt.json").exists():
-        meta = load_training_state(ckpt, g, model=model, **{f"opt_{k}": o for k, o in opts.items()})
-        start, history = meta["iter"], meta["history"]
-    t0 = time.time()
     model.train()
-    sums: dict[str, float] = {}
-    bar = tqdm(range(start, cfg.iters), desc="VAE-GAN", disable=not progress, initial=start, total=cfg.iters)
-    for it in bar:
+
+    def step() -> dict:
         real = x_train[torch.randint(0, len(x_train), (cfg.batch_size,), generator=g).to(device)]
-        losses = train_step(model, opts, real, cfg, g, use_amp)
-        sums = {k: sums.get(k, 0.0) + v for k, v in losses.items()}
-        if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
-            k = (it + 1) % cfg.log_every or cfg.log_every
-            history.append({"iter": it + 1} | {name: round(v / k, 5) for name, v in sums.items()}
-                           | {"seconds": round(time.time() - t0, 1)})
-            bar.set_postfix(rec=f"{sums['pixel'] / k:.4f}", dis=f"{sums['dis'] / k:.3f}")
-            sums = {}
-        if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
-            save_training_state(ckpt, g, {"iter": it + 1, "history": history}, model=model,
-                                **{f"opt_{k}": o for k, o in opts.items()})
+        return train_step(model, opts, real, cfg, g, use_amp)
+
+    states = dict(model=model) | {f"opt_{k}": o for k, o in opts.items()}
+    history, seconds = train_iterations(cfg, step, g, states, checkpoint, "VAE-GAN",
+                                        {"rec": "{pixel:.4f}", "dis": "{dis:.3f}"}, progress)
     model.eval()
-    metrics = {"iters": cfg.iters, "train_seconds": round(time.time() - t0, 1)}
+    metrics = {"iters": cfg.iters, "train_seconds": round(seconds, 1)}
     metrics |= reconstruction_metric(model, cfg)
     metrics["history"] = history
     return model, metrics

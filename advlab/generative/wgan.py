@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 
 class Generator(nn.Module):
@@ -143,33 +141,24 @@ def train_wgan_gp(cfg: WGANConfig, checkpoint: str | Path | None = None, progres
     latent searches (cfg.eval_steps steps) on cfg.eval_n test images: how well G's range covers them.
     """
     from advlab import data
-    from advlab.train import load_training_state, resolve_device, save_training_state, seed_everything
+    from advlab.train import iteration_run, train_iterations
     check_config(cfg)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    use_amp = cfg.amp and device.type == "cuda"
+    device, use_amp, x_train, g = iteration_run(cfg)
     channels = data.info(cfg.dataset).shape[0]
     G = Generator(cfg.latent_dim, cfg.width, channels).to(device)
     D = Critic(cfg.width, channels).to(device)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    x_train, _ = data.batch(cfg.dataset, "train", n=cfg.n_train, seed=cfg.seed)
-    x_train = x_train.to(device)
-    g = torch.Generator().manual_seed(cfg.seed)
-    ckpt = Path(checkpoint) if checkpoint else None
-    start, history = 0, []
-    if ckpt and ckpt.with_suffix(".pt.json").exists():
-        meta = load_training_state(ckpt, g, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
-        start, history = meta["iter"], meta["history"]
-    t0 = time.time()
     autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)  # noqa: E731
     G.train(), D.train()
-    w_sum = gp_sum = 0.0
-    bar = tqdm(range(start, cfg.iters), desc="WGAN-GP", disable=not progress, initial=start, total=cfg.iters)
-    for it in bar:
+
+    def latents() -> torch.Tensor:
+        return torch.randn(cfg.batch_size, cfg.latent_dim, generator=g).to(device) / math.sqrt(cfg.latent_dim)
+
+    def step() -> dict:
         for _ in range(cfg.n_critic):                                  # critic: max E[D(real)] - E[D(fake)]
             real = x_train[torch.randint(0, len(x_train), (cfg.batch_size,), generator=g).to(device)]
-            z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=g).to(device) / math.sqrt(cfg.latent_dim)
+            z = latents()
             with torch.no_grad(), autocast():
                 fake = G(z)
             with autocast():
@@ -179,24 +168,19 @@ def train_wgan_gp(cfg: WGANConfig, checkpoint: str | Path | None = None, progres
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
-        z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=g).to(device) / math.sqrt(cfg.latent_dim)
+        z = latents()
         with autocast():                                               # generator: min -E[D(G(z))]
             loss_g = -D(G(z)).float().mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        w_sum, gp_sum = w_sum + w_est.item(), gp_sum + gp.item()
-        if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
-            k = (it + 1) % cfg.log_every or cfg.log_every
-            history.append({"iter": it + 1, "w_dist": round(w_sum / k, 5), "gp": round(gp_sum / k, 5),
-                            "g_loss": round(loss_g.item(), 5), "seconds": round(time.time() - t0, 1)})
-            bar.set_postfix(w=f"{w_sum / k:.3f}", gp=f"{gp_sum / k:.3f}")
-            w_sum = gp_sum = 0.0
-        if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
-            save_training_state(ckpt, g, {"iter": it + 1, "history": history}, G=G, D=D, opt_g=opt_g, opt_d=opt_d)
+        return {"w_dist": w_est.item(), "gp": gp.item(), "g_loss": loss_g.item()}
+
+    history, seconds = train_iterations(cfg, step, g, dict(G=G, D=D, opt_g=opt_g, opt_d=opt_d), checkpoint,
+                                        "WGAN-GP", {"w": "{w_dist:.3f}", "gp": "{gp:.3f}"}, progress)
     G.eval(), D.eval()
     metrics = {"iters": cfg.iters, "w_dist": history[-1]["w_dist"] if history else None,
-               "train_seconds": round(time.time() - t0, 1)}
+               "train_seconds": round(seconds, 1)}
     metrics |= reconstruction_metric(G, cfg)
     metrics["history"] = history
     return G, D, metrics
