@@ -167,9 +167,12 @@ def _defense_report(args) -> int:
         defense.purify(xs[:8]); sync()
         t0 = time.perf_counter(); defense.purify(xs); sync()
         seconds = time.perf_counter() - t0
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    if args.speed_only:
+        print(f"{defense.describe()}: purify {len(xs) / seconds:.1f} images/s on {device_name} ({len(xs)} images)")
+        return 0
     rep = evaluate.defense_report(defense, x, y, attack=attack, eot_iter=args.eot, backward=args.backward,
                                   sanity_n=args.sanity_n, adaptive_n=args.adaptive_n)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     rep["purify_speed"] = {"images_per_s": round(len(xs) / seconds, 1), "n": len(xs), "device": device_name}
     rep["test_subset"] = {"n": len(x), "seed": args.seed, "classifier": classifier}
     rep["command"] = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") else None
@@ -245,6 +248,7 @@ def main(argv=None) -> int:
     r.add_argument("--adaptive-n", type=int, default=None, help="adaptive row on the first N images only")
     r.add_argument("--sanity-n", type=int, default=200, help="large-eps sweep on the first N images")
     r.add_argument("--speed-n", type=int, default=256, help="images of the purify throughput measurement")
+    r.add_argument("--speed-only", action="store_true", help="only measure purify's images/s on --speed-n images")
     r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="defense settings, e.g. steps=200")
     r.add_argument("--device", default="auto")
     r.add_argument("--threads", type=int, default=0)

@@ -43,6 +43,12 @@ def test_defense_report_writes_json_markdown_and_the_manifest(tiny_zoo, capsys):
     assert ev["sanity_passed"] == rep["sanity"]["passed"]
 
 
+def test_speed_only_prints_the_throughput_and_writes_nothing(tiny_zoo, capsys):
+    assert cli.main(["defense-report", "lqvae", "--n", "8", "--speed-n", "8", "--speed-only", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "images/s on cpu" in out and "LQVAE(" in out and not (tiny_zoo / "build" / "reports").exists()
+
+
 def test_defense_report_settings_reach_the_defense(tiny_zoo):
     with pytest.raises(TypeError, match="unexpected keyword"):
         cli.main(["defense-report", "lqvae", "--n", "4", "--set", "no_such_setting=1", "--device", "cpu"])
