@@ -25,6 +25,13 @@ def one_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture(scope="module")
+def linear_clf():
+    """A seeded Flatten + Linear(784, 10) classifier in eval mode: the cheapest classifier for purifier tests."""
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).eval()
+
+
 @pytest.fixture(scope="session")
 def zoo_cnn():
     """The zoo's fmnist/cnn; while the zoo has no weights for it, a quick-profile one trained once into

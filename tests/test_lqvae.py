@@ -37,9 +37,8 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def clf():
-    torch.manual_seed(1)
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+def clf(linear_clf):
+    return linear_clf
 
 
 @pytest.fixture(scope="module")
