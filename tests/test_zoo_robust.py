@@ -7,7 +7,7 @@ import pytest
 from advlab import attacks, data, evaluate, zoo
 
 pytestmark = pytest.mark.slow
-ROBUST = ("fmnist/pgd-at", "fmnist/trades")
+ROBUST = ("fmnist/pgd-at", "fmnist/trades", "fmnist/fgsm-at")
 
 
 def _trained(name):
