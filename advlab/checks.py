@@ -1791,3 +1791,101 @@ def check_discriminator_step(student) -> str:
             "to [0, 1] in image space and left unclipped in latent space; " + notes[0] + ". (Climbing the "
             "logit, sigmoid(logit) or log sigmoid(logit) gives the same step: normalisation keeps only the "
             "direction.)")
+
+
+def _toy_vaegan():
+    """A tiny VAE-GAN with the interface of advlab.generative.VAEGAN (encode -> (mu, logvar), decode,
+    discriminator, latent_dim 8), from _toy_vaegan_parts plus a linear encoder. Fresh per call."""
+    nn = torch.nn
+    D, dec = _toy_vaegan_parts()
+
+    class ToyVAEGAN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.latent_dim = 8
+            g = torch.Generator().manual_seed(56)
+            self.E = nn.Parameter(torch.randn(8, 784, generator=g) / 28.0)
+            self.decoder, self.discriminator = dec, D
+
+        def encode(self, x):
+            mu = (2 * x - 1).flatten(1) @ self.E.t()
+            return mu, torch.zeros_like(mu) - 2.0
+
+        def decode(self, z):
+            return self.decoder(z)
+
+    return ToyVAEGAN().eval()
+
+
+def _ref_purify_latent(V, x, steps, step_size, constant_direction=False):
+    """Paper 002's purifier in latent space, differentiable in x (x must require grad):
+    z = mu(x); steps x z <- z + s * g / ||g||, g = grad_z D(Dec(z)) (create_graph); Dec(z).
+    constant_direction: g taken without create_graph (the step direction is a constant for autograd)."""
+    with torch.enable_grad():
+        z = V.encode(x)[0]
+        for _ in range(steps):
+            g, = torch.autograd.grad(V.discriminator(V.decode(z)).sum(), z, create_graph=not constant_direction)
+            z = z + step_size * g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return V.decode(z)
+
+
+@register
+def check_purify_latent(student) -> str:
+    """Exercise 05.2: purify_latent(V, x, steps, step_size) -> Dec(z_K), z_0 = mu(x), K latent-space
+    discriminator steps, differentiable in x with the exact gradient (create_graph=True) when x requires
+    grad. Compared in value with VAEGANPurifier(space="latent").purify and in gradient (a vector-Jacobian
+    product) with autograd through it."""
+    from advlab.defenses.vaegan import VAEGANPurifier
+    what = "your purify_latent"
+    V = _toy_vaegan()
+    x = fixed_images(5, seed=57)
+    u = fixed_images(5, seed=58) - 0.5
+    steps, s = 3, 0.5
+    lib = VAEGANPurifier(V, torch.nn.Identity(), steps=steps, step_size=s, space="latent")
+    xr = x.clone().requires_grad_(True)
+    out = call_student(student, V, xr, steps, s, what=what)
+    assert_tensor(out, what, like=x)
+    if any(p.grad is not None for p in V.parameters()):
+        raise fail(f"{what} left gradients in the VAE-GAN's parameters (.grad is set): take the gradient in z "
+                   f"alone with torch.autograd.grad(score.sum(), z, create_graph=True)")
+    with torch.no_grad():
+        value = lib.purify(x)
+    v = out.detach()
+    if not _matches(v, value):
+        with torch.no_grad():
+            mu = V.encode(x)[0]
+        if _matches(v, V.decode(mu).detach()):
+            raise fail(f"{what} returns Dec(mu(x)), the plain reconstruction: take the {steps} guided steps on z "
+                       f"before decoding")
+        for k in (steps - 1, steps + 1):
+            with torch.no_grad():
+                alt = VAEGANPurifier(V, torch.nn.Identity(), steps=k, step_size=s, space="latent").purify(x)
+            if _matches(v, alt):
+                raise fail(f"{what} takes {k} guided steps instead of {steps}: loop `steps` times")
+        with torch.no_grad():
+            img = VAEGANPurifier(V, torch.nn.Identity(), steps=steps, step_size=s, space="image").purify(x)
+        if _matches(v, img):
+            raise fail(f"{what} takes the steps in image space; here they are taken on the latent z, and the "
+                       f"result is Dec(z_K)")
+        assert_close(v, value, f"{what}'s purified images (compared with VAEGANPurifier(space='latent'))",
+                     atol=1e-5)
+    if not out.requires_grad:
+        raise fail(f"{what} returns a tensor that does not require grad although x does: no gradient reaches x, "
+                   f"so an attacker sees nothing (the gradient masking of lecture 04). Do not detach z; keep the "
+                   f"graph of every step")
+    try:
+        g, = torch.autograd.grad((out * u).sum(), xr)
+    except RuntimeError as e:
+        raise fail(f"{what}'s output is not connected to x in the autograd graph ({e})") from None
+    expected = _vjp(lib.purify, x, u)
+    if _matches(g, expected):
+        return (f"purify_latent: the values of VAEGANPurifier(steps={steps}, space='latent') and the exact gradient "
+                f"through all {steps} guided steps (create_graph=True), as an adaptive attacker needs it")
+    const = _vjp(lambda t: _ref_purify_latent(V, t, steps, s, constant_direction=True), x, u)
+    if _matches(g, const):
+        raise fail(f"{what} has the right values but treats each step's direction g / ||g|| as a constant for "
+                   f"autograd (the gradient of the score was taken without create_graph=True, or detached): the "
+                   f"gradient w.r.t. x then misses how the direction itself depends on x. Pass create_graph=True "
+                   f"to torch.autograd.grad")
+    assert_close(g, expected, f"the gradient through {what}", atol=1e-5)
+    raise fail(f"{what}'s gradient differs")  # pragma: no cover - assert_close raised

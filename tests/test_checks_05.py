@@ -90,3 +90,60 @@ def test_wrong_shape_and_type():
         checks.check_discriminator_step(lambda D, x, s, decode=None: discriminator_step(D, x, s, decode)[:-1])
     with pytest.raises(AssertionError, match="expected a torch.Tensor"):
         checks.check_discriminator_step(lambda D, x, s, decode=None: discriminator_step(D, x, s, decode).tolist())
+
+
+def _purify(V, x, steps, step_size, *, create_graph=True, detach=False, extra=0, space="latent", backward=False):
+    """The reference answer of exercise 05.2, with switches that make the typical mistakes."""
+    z = V.encode(x)[0]
+    if space == "image":
+        img = V.decode(z)
+        for _ in range(steps):
+            g, = torch.autograd.grad(V.discriminator(img).sum(), img, create_graph=True)
+            img = (img + step_size * g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).clamp(0, 1)
+        return img
+    for _ in range(steps + extra):
+        score = V.discriminator(V.decode(z)).sum()
+        if backward:
+            score.backward(retain_graph=True)
+            g = torch.autograd.grad(score, z, create_graph=True)[0]
+        else:
+            g, = torch.autograd.grad(score, z, create_graph=create_graph)
+        z = z + step_size * g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        if detach:
+            z = z.detach()
+    return V.decode(z)
+
+
+def purify_latent(V, x, steps, step_size):
+    return _purify(V, x, steps, step_size)
+
+
+def test_purify_latent_reference_passes():
+    assert checks.check_purify_latent(purify_latent) is True
+    assert checks.RESULTS["purify_latent"] == "passed"
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(create_graph=False), "treats each step's direction"),
+    (dict(detach=True), "does not require grad"),
+    (dict(extra=1), "takes 4 guided steps instead of 3"),
+    (dict(extra=-1), "takes 2 guided steps instead of 3"),
+    (dict(extra=-3), "plain reconstruction"),
+    (dict(space="image"), "in image space"),
+    (dict(backward=True), "left gradients"),
+])
+def test_purify_latent_mistakes_are_named(kwargs, needle):
+    def wrong(V, x, steps, step_size):
+        return _purify(V, x, steps, step_size, **kwargs)
+
+    with pytest.raises(AssertionError) as e:
+        checks.check_purify_latent(wrong)
+    assert needle in str(e.value), str(e.value)
+
+
+def test_purify_latent_blank_is_pending(capsys):
+    def blank(V, x, steps, step_size):
+        raise NotImplementedError
+
+    assert checks.check_purify_latent(blank) is False
+    assert checks.PENDING in capsys.readouterr().out
