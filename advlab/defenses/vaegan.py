@@ -12,8 +12,8 @@ Purification of x (N, C, H, W) in [0, 1]:
          x' <- clip_[0,1](x' + step_size * g / ||g||_2),   g = grad_x' Dis(x')
      or in latent space (space="latent"): z <- z + step_size * g / ||g||_2, g = grad_z Dis(Dec(z)),
      then x' = Dec(z). Normalised steps make step_size an L2 distance per step.
-Paper 002 gives neither the number of steps nor the step size: the defaults (5 steps of L2 size 0.5
-in image space) are our choice; steps=0 is the plain VAE reconstruction.
+Paper 002 gives neither the number of steps nor the step size: the defaults (2 steps of L2 size 0.25
+in latent space, from a search: see VAEGANPurifier) are our choice; steps=0 is the plain VAE reconstruction.
 
 Threat model. Every stage is differentiable: the guidance steps are taken with create_graph=True
 when the input needs a gradient, so autograd through `defense` is the exact gradient of the whole
