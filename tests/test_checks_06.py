@@ -5,7 +5,9 @@ import torch
 
 from advlab import checks
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              # the planted mistake "backward=True" calls .backward(create_graph=True) on purpose
+              pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")]
 
 
 def _penalty(encoder, x, K=1.0, generator=None, *, create_graph=True, norm="l2", square=True, k_used=None,
