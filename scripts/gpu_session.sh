@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The GPU measurements of the zoo and the purifiers, as run on a lent GPU machine (session 4).
-#   bash scripts/gpu_session.sh start SECONDS    # set up, launch the jobs in the background, wait
+#   bash scripts/gpu_session.sh start SECONDS    # train, AutoAttack, reports, paper tables (background jobs)
+#   bash scripts/gpu_session.sh sweep SECONDS    # the purifier settings searches and the LQ-VAE variants
+#   bash scripts/gpu_session.sh confirm SECONDS  # the chosen defaults re-measured, paper tables again
 #   bash scripts/gpu_session.sh wait SECONDS     # wait (printing progress), then pack results into $OUT
-# Needs the four Fashion-MNIST .gz files in .carry/fmnist/ (ignored; named in the device call's carry).
-# Jobs write into the working tree's zoo (weights, manifest) and build/{reports,eval,gpu}.
+# Needs the Fashion-MNIST .gz files in .carry/fmnist/ (ignored; named in the device call's carry).
+# start/sweep/confirm copy the tree to /tmp/gpuwork and the jobs write into that copy's zoo (weights,
+# manifest) and build/{reports,eval,gpu}; `wait` and the end of each mode pack them into $OUT.
 set -u
 # the jobs run in a private copy of the tree: a later device call re-syncs the checkout itself
 WORK=/tmp/gpuwork
