@@ -7,6 +7,15 @@ Each table is written as json and markdown into --out (default build/reports), w
 repr beside the numbers and the paper's figures beside ours where the paper has them. Defenses
 run at their paper settings (Defense-GAN L = 200, R = 10). The test subset is fixed by --seed.
 004 also saves the arrays of its latent analyses (bit flips, encoder means) as an .npz.
+
+On a CPU the Defense-GAN columns (21 latent searches of 1000 images) take hours; when only the LQ-VAE
+changed, refresh its column and keep the others from an earlier run of the same subset and attacks:
+
+    python scripts/paper_tables.py 004 --n 1000 --cache build/cache --reuse docs/results/paper004_n1000_seed0.json
+
+--reuse copies the Defense-GAN, Madry and Adv Tr columns from that json (after checking its n, seed
+and attack reprs) and the tables say so; --cache keeps each classifier's adversarial examples as
+safetensors (keyed by the attack's repr and the classifier's sha256), and --attacks-only fills it.
 """
 from __future__ import annotations
 
@@ -19,6 +28,8 @@ import numpy as np
 import torch
 
 from advlab import attacks, data, defenses, evaluate, train, zoo
+
+REUSABLE = ("Defense-GAN", "Madry", "Adv Tr")   # the columns that do not depend on the LQ-VAE
 
 CLASSIFIERS = {"A": "fmnist/cnn", "B": "fmnist/vgg", "C": "fmnist/mlp"}
 # paper 004, Table "FMNIST classifier on DeepFool black-box attack images (substitute model)"
@@ -68,28 +79,78 @@ def table_002(args, device) -> dict:
             "rows": rows, "columns": ["attack", "VGG", "VGG after purification"]}
 
 
+def adversarial(atk, name: str, clf, x, y, cache: Path | None, seed: int) -> torch.Tensor:
+    """atk(clf, x, y), read from / written to cache (safetensors) when a cache folder is given."""
+    if cache is None:
+        return atk(clf, x, y)
+    from safetensors.torch import load_file, save_file
+    meta = {"attack": repr(atk), "classifier": name, "sha256": zoo.info(name)["sha256"],
+            "n": str(len(x)), "seed": str(seed)}
+    path = cache / f"xadv_{name.replace('/', '__')}_{repr(atk).split('(')[0]}_n{len(x)}_seed{seed}.safetensors"
+    if path.exists():
+        from safetensors import safe_open
+        with safe_open(str(path), "pt") as f:
+            if f.metadata() == meta:
+                return load_file(str(path))["x_adv"].to(x.device)
+    x_adv = atk(clf, x, y)
+    cache.mkdir(parents=True, exist_ok=True)
+    save_file({"x_adv": x_adv.detach().cpu().contiguous()}, str(path), metadata=meta)
+    return x_adv
+
+
+def reused_columns(path: str | None, args) -> dict:
+    """{row key: {column: value}} of REUSABLE columns from an earlier tables_004 json of the same subset."""
+    if path is None:
+        return {}
+    old = json.loads(Path(path).read_text())
+    if (old["n"], old["seed"]) != (args.n, args.seed):
+        raise SystemExit(f"--reuse {path}: made on n={old['n']} seed={old['seed']}, not n={args.n} seed={args.seed}")
+    now = {k: repr(a) for k, a in white_box_attacks(args.eps).items()}
+    for r in old["white_box"]:
+        if "attack" in r and now.get(r["Attack"]) != r["attack"]:
+            raise SystemExit(f"--reuse {path}: its {r['Attack']} was {r['attack']}, now {now.get(r['Attack'])}")
+    keyed = {(r["Attack"], r["Model"]): r for r in old["white_box"] if r["Attack"] != "Average"}
+    keyed |= {r["Classifier/Substitute"]: r for r in old["black_box"] if r["Classifier/Substitute"] != "Average"}
+    return {k: {c: r[c] for c in REUSABLE if c in r} for k, r in keyed.items()}
+
+
 def tables_004(args, device) -> dict:
     x, y = data.batch("fashion_mnist", "test", n=args.n, seed=args.seed, device=device)
-    lq_model = zoo.load("fmnist/lqvae", device=device)
-    gen = zoo.load("fmnist/wgan-gp", device=device)
-    madry, fgsm_at = zoo.load("fmnist/pgd-at", device=device), zoo.load("fmnist/fgsm-at", device=device)
+    cache = Path(args.cache) if args.cache else None
+    reuse = reused_columns(args.reuse, args)
     clfs = {k: zoo.load(v, device=device) for k, v in CLASSIFIERS.items()}
+    white_attacks = white_box_attacks(args.eps)
+    if args.attacks_only:
+        for aname, atk in white_attacks.items():
+            for m, clf in clfs.items():
+                t0 = time.time()
+                adversarial(atk, CLASSIFIERS[m], clf, x, y, cache, args.seed)
+                print(aname, m, f"{time.time() - t0:.0f}s", flush=True)
+        raise SystemExit(0)
+    lq_model = zoo.load("fmnist/lqvae", device=device)
+    if not reuse:
+        gen = zoo.load("fmnist/wgan-gp", device=device)
+        madry, fgsm_at = zoo.load("fmnist/pgd-at", device=device), zoo.load("fmnist/fgsm-at", device=device)
 
     def purified(clf) -> dict:
-        return {"LQ-VAE": defenses.LQVAE(lq_model, clf).to(device).eval(),
-                "Defense-GAN": defenses.DefenseGAN(gen, clf, batch_size=args.dgan_batch).to(device).eval()}
+        out = {"LQ-VAE": defenses.LQVAE(lq_model, clf).to(device).eval()}
+        if not reuse:
+            out["Defense-GAN"] = defenses.DefenseGAN(gen, clf, batch_size=args.dgan_batch).to(device).eval()
+        return out
 
     white, t0 = [], time.time()
     flips, latents = {}, {}
-    for aname, atk in white_box_attacks(args.eps).items():
+    for aname, atk in white_attacks.items():
         for m, clf in clfs.items():
-            x_adv = atk(clf, x, y)
+            x_adv = adversarial(atk, CLASSIFIERS[m], clf, x, y, cache, args.seed)
             row = {"Attack": aname, "Model": m, "No attack": pct(evaluate.accuracy(clf, x, y)),
                    "No defense": pct(evaluate.accuracy(clf, x_adv, y))}
             row |= {k: pct(evaluate.accuracy(d, x_adv, y)) for k, d in purified(clf).items()}
-            if m == "A":   # the adversarially trained SmallCNNs, attacked white box themselves
+            row |= reuse.get((aname, m), {})
+            if m == "A" and not reuse:   # the adversarially trained SmallCNNs, attacked white box themselves
                 row["Madry"] = pct(evaluate.accuracy(madry, atk(madry, x, y), y))
                 row["Adv Tr"] = pct(evaluate.accuracy(fgsm_at, atk(fgsm_at, x, y), y))
+            if m == "A":
                 flips[aname] = defenses.LQVAE(lq_model, clf).code_flips(x, x_adv).cpu().numpy()
                 if aname == "CW":
                     with torch.no_grad():
@@ -105,14 +166,15 @@ def tables_004(args, device) -> dict:
 
     black = []
     deepfool = attacks.DeepFool(steps=50, overshoot=0.02)
-    adv_from = {m: deepfool(clf, x, y) for m, clf in clfs.items()}
+    adv_from = {m: adversarial(deepfool, CLASSIFIERS[m], clf, x, y, cache, args.seed) for m, clf in clfs.items()}
     for pair, paper in PAPER_004_BLACK_BOX.items():
         target, sub = pair.split("/")
         clf, x_adv = clfs[target], adv_from[sub]
         row = {"Classifier/Substitute": pair, "No attack": pct(evaluate.accuracy(clf, x, y)),
                "No defense": pct(evaluate.accuracy(clf, x_adv, y))}
         row |= {k: pct(evaluate.accuracy(d, x_adv, y)) for k, d in purified(clf).items()}
-        if target == "A":
+        row |= reuse.get(pair, {})
+        if target == "A" and not reuse:
             row["Madry"] = pct(evaluate.accuracy(madry, x_adv, y))
             row["Adv Tr"] = pct(evaluate.accuracy(fgsm_at, x_adv, y))
         row |= {f"paper {c}": v for c, v in zip(COLUMNS, paper)}
@@ -123,8 +185,13 @@ def tables_004(args, device) -> dict:
                  | {f"paper {c}": round(float(np.mean([p[i] for p in PAPER_004_BLACK_BOX.values()])), 2)
                     for i, c in enumerate(COLUMNS)})
     arrays = {f"flips_{k.split(' ')[0]}": v for k, v in flips.items()} | latents
-    return {"white_box": white, "black_box": black, "deepfool": repr(deepfool), "arrays": arrays,
-            "n": len(x), "seed": args.seed, "seconds": round(time.time() - t0, 1)}
+    out = {"white_box": white, "black_box": black, "deepfool": repr(deepfool), "arrays": arrays,
+           "n": len(x), "seed": args.seed, "seconds": round(time.time() - t0, 1),
+           "lqvae": {"sha256": zoo.info("fmnist/lqvae")["sha256"], "latent_dim": lq_model.latent_dim}}
+    if reuse:
+        out["reused"] = {"from": args.reuse, "columns": list(REUSABLE),
+                         "device": json.loads(Path(args.reuse).read_text()).get("device", "NVIDIA H100 80GB HBM3")}
+    return out
 
 
 def main() -> None:
@@ -136,11 +203,16 @@ def main() -> None:
     p.add_argument("--dgan-batch", type=int, default=500, help="images per Defense-GAN latent search batch")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="build/reports")
+    p.add_argument("--reuse", help="004: take the Defense-GAN, Madry and Adv Tr columns from this earlier json")
+    p.add_argument("--cache", help="004: folder keeping the adversarial examples (safetensors)")
+    p.add_argument("--attacks-only", action="store_true", help="004: only fill --cache, then stop")
     args = p.parse_args()
     device = train.resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if args.paper == "004" and args.attacks_only and not args.cache:
+        raise SystemExit("--attacks-only fills --cache: name the folder")
     if args.paper == "002":
         t = table_002(args, device)
         text = f"**{t['title']}** ({dev})\n\n" + markdown(t["rows"], t["columns"])
@@ -153,7 +225,12 @@ def main() -> None:
         text = (f"**Paper 004 layout, Fashion-MNIST, white box on the classifier (grey box for the purifiers), "
                 f"accuracy (%) on {t['n']} test images (seed {t['seed']}), {dev}.** Madry and Adv Tr: "
                 "fmnist/pgd-at and fmnist/fgsm-at (SmallCNN, the architecture of A) attacked white box "
-                "themselves; not trained for B and C.\n\n" + markdown(t["white_box"], wcols)
+                "themselves; not trained for B and C."
+                + (f" Columns {', '.join(t['reused']['columns'])} are those of the earlier run `{t['reused']['from']}` "
+                   f"({t['reused']['device']}, same subset and attacks); the others were measured in this run."
+                   if "reused" in t else "")
+                + f" LQ-VAE: fmnist/lqvae, {t['lqvae']['latent_dim']} bits, sha256 {t['lqvae']['sha256'][:12]}."
+                + "\n\n" + markdown(t["white_box"], wcols)
                 + "\n\nAttacks: " + "; ".join(f"{k}: `{v}`" for k, v in attacks_used.items())
                 + f"\n\n**Black box: DeepFool on the substitute, transferred** (`{t['deepfool']}`), ours next to "
                   "paper 004's\n\n" + markdown(t["black_box"], bcols))
