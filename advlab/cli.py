@@ -60,8 +60,8 @@ def train_and_save(entry, args, config_cls, train_fn, summary=("clean_acc",)) ->
     metrics = {k: v for k, v in metrics.items() if k != "history"} | {"history": metrics["history"]}
     device = str(train.resolve_device(args.device))
     sets = getattr(args, "set", None) or []
-    command = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") \
-        else f"advlab train {entry.name} --profile {args.profile}" + "".join(f" --set {shlex.quote(t)}" for t in sets)
+    command = getattr(args, "command", None) or \
+        f"advlab train {entry.name} --profile {args.profile}" + "".join(f" --set {shlex.quote(t)}" for t in sets)
     rec = zoo.save(entry.name, model, train.config_dict(cfg), metrics, command, root=out, device=device)
     print(json.dumps({k: rec[k] for k in ("file", "sha256", "size_bytes")} | {k: metrics[k] for k in summary},
                      indent=2))
@@ -175,7 +175,7 @@ def _defense_report(args) -> int:
                                   sanity_n=args.sanity_n, adaptive_n=args.adaptive_n)
     rep["purify_speed"] = {"images_per_s": round(len(xs) / seconds, 1), "n": len(xs), "device": device_name}
     rep["test_subset"] = {"n": len(x), "seed": args.seed, "classifier": classifier}
-    rep["command"] = "advlab " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("advlab") else None
+    rep["command"] = getattr(args, "command", None)
     tag = f"_{args.backward}" if args.backward else ""
     out = Path(args.out) / f"{args.name}{tag}_{classifier.replace('/', '__')}_n{len(x)}_seed{args.seed}"
     evaluate.save_report(rep, out.with_suffix(".json"))
@@ -185,7 +185,8 @@ def _defense_report(args) -> int:
     print(f"written: {out}.json and .md")
     if args.record:
         summary = {"defense": rep["defense"], "classifier": classifier, "test_subset_seed": args.seed,
-                   "device": device_name, "purify_images_per_s": rep["purify_speed"]["images_per_s"]}
+                   "device": device_name, "purify_images_per_s": rep["purify_speed"]["images_per_s"],
+                "command": rep["command"]}
         summary |= {row["setting"]: {"acc": row["acc"], "n": row["n"], "attack": row["attack"]}
                     for row in evaluate.report_rows(rep)}
         summary["sanity_passed"] = rep["sanity"]["passed"]
@@ -259,6 +260,8 @@ def main(argv=None) -> int:
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)
     args = p.parse_args(argv)
+    # the command as a user would type it, for the records (also under `python -m advlab.cli` and main([...]))
+    args.command = "advlab " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     return args.func(args)
 
 

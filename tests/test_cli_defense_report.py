@@ -22,9 +22,9 @@ def tiny_zoo(tmp_path, monkeypatch):
 
 
 def test_zoo_builds_the_recorded_sizes_not_the_registry_defaults(tiny_zoo):
-    m = zoo.load("fmnist/lqvae")              # the registry says latent_dim=64; the record says 16
+    m = zoo.load("fmnist/lqvae")              # the registry says latent_dim=128; the record says 16
     assert m.latent_dim == 16 and m.encode(torch.rand(2, 1, 28, 28))[0].shape == (2, 16)
-    assert zoo.build("fmnist/lqvae").latent_dim == 64
+    assert zoo.build("fmnist/lqvae").latent_dim == 128
 
 
 def test_defense_report_writes_json_markdown_and_the_manifest(tiny_zoo, capsys):
@@ -41,6 +41,8 @@ def test_defense_report_writes_json_markdown_and_the_manifest(tiny_zoo, capsys):
     grey = ev["grey box (attack on classifier, then defense)"]
     assert grey["acc"] == rep["grey_box"]["acc"] and grey["n"] == 12 and "PGD(" in grey["attack"]
     assert ev["sanity_passed"] == rep["sanity"]["passed"]
+    # the command that reproduces it, also when called as cli.main([...]) or `python -m advlab.cli`
+    assert rep["command"] == ev["command"] == "advlab " + " ".join(argv)
 
 
 def test_speed_only_prints_the_throughput_and_writes_nothing(tiny_zoo, capsys):
