@@ -100,19 +100,24 @@ def _debian_fmnist_dir() -> str | None:
     return None
 
 
-def prepare_fashion_mnist(root: Path | None = None, verbose: bool = True) -> Path:
-    """Make ROOT/FashionMNIST/raw hold the four decompressed IDX files; returns that folder.
+def prepare_fashion_mnist(root: Path | None = None, verbose: bool = True, split: str | None = None) -> Path:
+    """Make ROOT/FashionMNIST/raw hold the decompressed IDX files of `split` ("train", "test"; None:
+    both, four files); returns that folder.
 
     The Debian package's .gz files are re-gzipped, so torchvision's md5 check rejects them and
-    would try the network: we decompress them ourselves and load with download=False.
+    would try the network: we decompress them ourselves and load with download=False. A folder
+    with the test files alone (an evaluation-only machine) serves the test split.
     """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS} or None, got {split!r}")
+    needed = [f for f in FMNIST_FILES if split is None or f.startswith("train" if split == "train" else "t10k")]
     raw = Path(root or data_root()) / "FashionMNIST" / "raw"
-    if all((raw / f).exists() for f in FMNIST_FILES):
+    if all((raw / f).exists() for f in needed):
         return raw
     src = _debian_fmnist_dir()
     if src is not None:
         raw.mkdir(parents=True, exist_ok=True)
-        for f in FMNIST_FILES:
+        for f in needed:
             gz = os.path.join(src, f + ".gz")
             plain = os.path.join(src, f)
             if os.path.exists(gz):
@@ -120,22 +125,25 @@ def prepare_fashion_mnist(root: Path | None = None, verbose: bool = True) -> Pat
                     shutil.copyfileobj(fi, fo)
             elif os.path.exists(plain):
                 shutil.copyfile(plain, raw / f)
-        if all((raw / f).exists() for f in FMNIST_FILES):
+        if all((raw / f).exists() for f in needed):
             if verbose:
                 print(f"advlab: Fashion-MNIST prepared from {src} into {raw}")
             return raw
     try:  # online: torchvision downloads and checks the originals
         from torchvision.datasets import FashionMNIST
-        FashionMNIST(str(raw.parent.parent), train=True, download=True)
-        FashionMNIST(str(raw.parent.parent), train=False, download=True)
+        for train in (True, False):
+            if split is None or train == (split == "train"):
+                FashionMNIST(str(raw.parent.parent), train=train, download=True)
         return raw
     except Exception as e:  # noqa: BLE001 -- any failure means: not available
+        missing = ", ".join(f for f in needed if not (raw / f).exists())
         raise DataNotFoundError(
             "Fashion-MNIST was not found and could not be downloaded.\n"
             f"  looked in: {raw} and the Debian package dataset-fashion-mnist\n"
+            f"  missing: {missing}\n"
             "  fix (Debian/Ubuntu, as root): apt-get install dataset-fashion-mnist\n"
-            "  or put the four IDX files (train-images-idx3-ubyte, ...) in "
-            "$ADVLAB_DATA/FashionMNIST/raw/\n"
+            "  or put the IDX files (train-images-idx3-ubyte, ...; the t10k-* pair is enough for the test "
+            "split) in $ADVLAB_DATA/FashionMNIST/raw/\n"
             f"  (download error: {type(e).__name__}: {e})") from None
 
 
@@ -153,7 +161,7 @@ def _load_full(name: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if name.startswith("synthetic"):
         return _synthetic(info(name), split)
     if name == "fashion_mnist":
-        raw = prepare_fashion_mnist()
+        raw = prepare_fashion_mnist(split=split)
         prefix = "train" if train else "t10k"
         x = _read_idx(raw / f"{prefix}-images-idx3-ubyte").unsqueeze(1)
         y = _read_idx(raw / f"{prefix}-labels-idx1-ubyte").long()

@@ -100,6 +100,36 @@ def test_missing_data_gives_a_message_with_the_fix(tmp_path, monkeypatch):
         data.prepare_fashion_mnist(verbose=False)
 
 
+def test_test_files_alone_serve_the_test_split(tmp_path, monkeypatch):
+    """An evaluation-only machine (the GPU runs carry the t10k files alone) loads the test split."""
+    monkeypatch.setenv("ADVLAB_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "_debian_fmnist_dir", lambda: None)
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+    import torchvision.datasets
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    n = 5   # IDX files by hand: magic (0, 0, uint8, ndim), big-endian sizes, bytes
+    (raw / "t10k-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + b"".join(
+        v.to_bytes(4, "big") for v in (n, 28, 28)) + bytes(n * 28 * 28))
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + bytes([3, 1, 4, 1, 5]))
+    data._load_full.cache_clear()
+    try:
+        assert data.prepare_fashion_mnist(split="test", verbose=False) == raw
+        x, y = data._load_full("fashion_mnist", "test")
+        assert x.shape == (n, 1, 28, 28) and y.tolist() == [3, 1, 4, 1, 5]
+        with pytest.raises(data.DataNotFoundError, match="missing: train-images-idx3-ubyte, train-labels"):
+            data._load_full("fashion_mnist", "train")
+        with pytest.raises(data.DataNotFoundError, match="missing: train-images"):
+            data.prepare_fashion_mnist(verbose=False)          # both splits asked for
+        with pytest.raises(ValueError, match="split"):
+            data.prepare_fashion_mnist(split="val")
+    finally:
+        data._load_full.cache_clear()
+
+
 def test_prepare_from_debian_package_decompresses(tmp_path, monkeypatch):
     if data._debian_fmnist_dir() is None:
         pytest.skip("Debian package dataset-fashion-mnist not installed")
