@@ -54,8 +54,11 @@ def latent_search(G: nn.Module, x: torch.Tensor, steps: int = 200, restarts: int
     latents (R, N, latent_dim) are drawn from N(0, I / latent_dim) with `generator` before any
     computation, restart-major, so restart 0 is the same for every R and every batch_size.
     batch_size images (R * batch_size rows) are optimised at a time; G runs in eval mode and its
-    parameters' .grad is untouched. callback(step, z, err) is called after every step with the
-    (R * n, latent_dim) latents and their (R * n,) errors of the current chunk (for animations).
+    parameters' .grad is untouched. callback(step, z, err) is called after every step of the current
+    chunk (for animations) with z = z_{step+1} (R * n, latent_dim), the latents after the update, and
+    err = the (R * n,) errors of z_step, the latents the step's gradient was taken at: one step
+    behind z, because measuring z_{step+1} would cost another forward pass (the final errors are
+    in the result's all_err).
     """
     steps = check_positive(steps, "steps", integer=True, minimum=0, strict=False)
     restarts = check_positive(restarts, "restarts", integer=True, minimum=1, strict=False)

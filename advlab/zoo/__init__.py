@@ -103,12 +103,12 @@ register(ZooEntry("fmnist/vaegan", "vaegan", "fashion_mnist",
 # paper 004's purifier: encoder, decoder 1 (g, inference) and decoder 2 (h, training) in one state_dict
 register(ZooEntry("fmnist/lqvae", "lqvae", "fashion_mnist",
                   "LQ-VAE (paper 004, Algorithm 1): encoder with the Lipschitz penalty (||grad_x (v . mu)|| - K)^2, "
-                  "K 1, v a random unit latent direction; KL to N(0, I) with weight 0.1; 64 latent bits, H = sign, "
+                  "K 1, v a random unit latent direction; KL to N(0, I) with weight 0.1; 128 latent bits (chosen by the search in docs/results/lqvae_search_*), H = sign, "
                   "H~ = tanh(2 z / 0.5) in training; decoders g (on H(z), used to purify) and h (on H~(z), trains "
                   "the encoder), DCGAN layout width 32; Adam 1e-3, 50 epochs",
                   train=dict(iters=46875, batch_size=64, seed=7),
                   train_quick=dict(iters=20, batch_size=32, n_train=2000, log_every=5, ckpt_every=10, eval_n=64),
-                  arch_kwargs=dict(latent_dim=64, width=32, levels=2, span=1.0, relax="soft", temperature=0.5),
+                  arch_kwargs=dict(latent_dim=128, width=32, levels=2, span=1.0, relax="soft", temperature=0.5),
                   builder="advlab.generative.lqvae:build_lqvae", trainer="advlab.generative.lqvae"))
 
 
