@@ -120,9 +120,11 @@ def tables_004(args, device) -> dict:
     reuse = reused_columns(args.reuse, args)
     clfs = {k: zoo.load(v, device=device) for k, v in CLASSIFIERS.items()}
     white_attacks = white_box_attacks(args.eps)
-    if args.attacks_only:
+    if args.attacks_only:   # --models splits the work between processes that share the cache
         for aname, atk in white_attacks.items():
             for m, clf in clfs.items():
+                if m not in args.models.split(","):
+                    continue
                 t0 = time.time()
                 adversarial(atk, CLASSIFIERS[m], clf, x, y, cache, args.seed)
                 print(aname, m, f"{time.time() - t0:.0f}s", flush=True)
@@ -206,6 +208,7 @@ def main() -> None:
     p.add_argument("--reuse", help="004: take the Defense-GAN, Madry and Adv Tr columns from this earlier json")
     p.add_argument("--cache", help="004: folder keeping the adversarial examples (safetensors)")
     p.add_argument("--attacks-only", action="store_true", help="004: only fill --cache, then stop")
+    p.add_argument("--models", default="A,B,C", help="004 --attacks-only: the classifiers to attack, e.g. B or A,C")
     args = p.parse_args()
     device = train.resolve_device(args.device)
     out = Path(args.out)
