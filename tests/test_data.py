@@ -88,7 +88,9 @@ def test_check_labels():
             data.check_labels(bad, 2, 10)
 
 
-def test_missing_data_gives_a_message_with_the_fix(tmp_path, monkeypatch):
+@pytest.fixture
+def offline_empty(tmp_path, monkeypatch):
+    """ADVLAB_DATA = tmp_path, no Debian package, no network: only what a test puts in tmp_path."""
     monkeypatch.setenv("ADVLAB_DATA", str(tmp_path))
     monkeypatch.setattr(data, "_debian_fmnist_dir", lambda: None)
 
@@ -96,20 +98,17 @@ def test_missing_data_gives_a_message_with_the_fix(tmp_path, monkeypatch):
         raise OSError("network unreachable")
     import torchvision.datasets
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    return tmp_path
+
+
+def test_missing_data_gives_a_message_with_the_fix(offline_empty):
     with pytest.raises(data.DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
         data.prepare_fashion_mnist(verbose=False)
 
 
-def test_test_files_alone_serve_the_test_split(tmp_path, monkeypatch):
+def test_test_files_alone_serve_the_test_split(offline_empty):
     """An evaluation-only machine (the GPU runs carry the t10k files alone) loads the test split."""
-    monkeypatch.setenv("ADVLAB_DATA", str(tmp_path))
-    monkeypatch.setattr(data, "_debian_fmnist_dir", lambda: None)
-
-    def offline(*a, **k):
-        raise OSError("network unreachable")
-    import torchvision.datasets
-    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
-    raw = tmp_path / "FashionMNIST" / "raw"
+    raw = offline_empty / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     n = 5   # IDX files by hand: magic (0, 0, uint8, ndim), big-endian sizes, bytes
     (raw / "t10k-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + b"".join(
