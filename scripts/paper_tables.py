@@ -11,7 +11,7 @@ run at their paper settings (Defense-GAN L = 200, R = 10). The test subset is fi
 On a CPU the Defense-GAN columns (21 latent searches of 1000 images) take hours; when only the LQ-VAE
 changed, refresh its column and keep the others from an earlier run of the same subset and attacks:
 
-    python scripts/paper_tables.py 004 --n 1000 --cache build/cache --reuse docs/results/paper004_n1000_seed0.json
+    python scripts/paper_tables.py 004 --n 1000 --cache build/cache/paper004 --reuse docs/results/paper004_n1000_seed0.json
 
 --reuse copies the Defense-GAN, Madry and Adv Tr columns from that json (after checking its n, seed
 and attack reprs) and the tables say so; --cache keeps each classifier's adversarial examples as
@@ -190,9 +190,10 @@ def tables_004(args, device) -> dict:
     out = {"white_box": white, "black_box": black, "deepfool": repr(deepfool), "arrays": arrays,
            "n": len(x), "seed": args.seed, "seconds": round(time.time() - t0, 1),
            "lqvae": {"sha256": zoo.info("fmnist/lqvae")["sha256"], "latent_dim": lq_model.latent_dim}}
-    if reuse:
-        out["reused"] = {"from": args.reuse, "columns": list(REUSABLE),
-                         "device": json.loads(Path(args.reuse).read_text()).get("device", "NVIDIA H100 80GB HBM3")}
+    if reuse:   # where the reused columns were measured: a reused run passes on its own source's device
+        src = json.loads(Path(args.reuse).read_text())
+        device = src.get("reused", {}).get("device") or src.get("device", "device not recorded")
+        out["reused"] = {"from": args.reuse, "columns": list(REUSABLE), "device": device}
     return out
 
 
@@ -220,7 +221,7 @@ def main() -> None:
         t = table_002(args, device)
         text = f"**{t['title']}** ({dev})\n\n" + markdown(t["rows"], t["columns"])
     else:
-        t = tables_004(args, device)
+        t = tables_004(args, device) | {"device": dev}
         np.savez_compressed(out / f"paper004_arrays_n{t['n']}.npz", **t.pop("arrays"))
         wcols = ["Attack", "Model", *COLUMNS]
         bcols = ["Classifier/Substitute"] + [c for col in COLUMNS for c in (col, f"paper {col}")]
