@@ -7,8 +7,9 @@ Submodules are imported on first use, so `import advlab` stays light and never i
 import importlib
 
 __version__ = "0.1.0"
-_SUBMODULES = ("data", "models", "train", "zoo", "attacks", "defenses", "evaluate", "viz", "widgets",
-               "checks", "course", "bench", "cli")
+_SUBMODULES = ("validate", "metrics", "data", "models", "train", "training", "zoo", "attacks", "generative",
+               "purifiers", "defenses", "evaluate", "evaluation", "viz", "widgets", "checks", "course", "bench",
+               "cli")
 __all__ = list(_SUBMODULES)
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from advlab.validate import check_images, check_labels  # noqa: F401 (also re-exported as data.check_*)
+
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 MNIST_CLASSES = tuple(str(i) for i in range(10))
@@ -240,32 +242,3 @@ def loader(name: str = "fashion_mnist", split: str = "train", batch_size: int = 
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle,
                       generator=torch.Generator().manual_seed(seed), num_workers=num_workers)
 
-
-def check_images(x, name: str = "x", shape: tuple | None = None) -> None:
-    """Raise ValueError (naming the argument) unless x is a float image batch in [0, 1]."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"{name}: expected a batch of images of shape (N, C, H, W), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
-    if x.numel() and bool(torch.isnan(x).any()):
-        raise ValueError(f"{name}: contains NaN")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"{name}: images must lie in [0, 1]; got range "
-                         f"[{x.min().item():.4g}, {x.max().item():.4g}]")
-    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(f"{name}: expected images of shape {tuple(shape)}, got {tuple(x.shape[1:])}")
-
-
-def check_labels(y, n: int, num_classes: int | None = None, name: str = "y") -> None:
-    """Raise ValueError unless y holds n integer labels in [0, num_classes)."""
-    if not isinstance(y, torch.Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor of labels, got {type(y).__name__}")
-    if y.dim() != 1 or y.shape[0] != n:
-        raise ValueError(f"{name}: expected {n} labels of shape ({n},), got shape {tuple(y.shape)}")
-    if y.is_floating_point() or y.dtype == torch.bool:
-        raise ValueError(f"{name}: labels must be integers, got dtype {y.dtype}")
-    if n and (y.min() < 0 or (num_classes is not None and y.max() >= num_classes)):
-        raise ValueError(f"{name}: labels must lie in [0, {num_classes}), got range "
-                         f"[{y.min().item()}, {y.max().item()}]")

@@ -5,7 +5,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
-from advlab.defenses.adversarial_training import ATConfig, adversarial_train
+from advlab.training.adversarial import ATConfig, adversarial_train
 
 torch.set_num_threads(1)
 out = sys.argv[1]

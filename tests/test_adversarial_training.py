@@ -1,4 +1,4 @@
-"""Adversarial training (advlab.defenses.adversarial_training): the inner maximisations respect
+"""Adversarial training (advlab.training.adversarial): the inner maximisations respect
 the threat model, the losses are what the papers define, the overfitting monitor flags a
 collapse, resuming is exact, DDP keeps processes identical, and PGD-AT buys robustness."""
 import subprocess

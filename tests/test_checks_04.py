@@ -83,7 +83,7 @@ def test_blanks_are_pending_and_registered(capsys):
 
 def test_the_case_exercises_the_choice_of_restart():
     """The check's inputs must make restart choice visible: the winner differs between images."""
-    from advlab.defenses.defense_gan import latent_search
+    from advlab.generative.latent_search import latent_search
     G, x, steps, R, lr, mom = checks._latent_search_case()
     res = latent_search(G, x, steps, R, lr, mom, decay_at=1.0, generator=torch.Generator().manual_seed(44))
     assert len(set(res.best.tolist())) >= 3 and (res.best != 0).any()

@@ -92,7 +92,7 @@ def test_reference_answers_pass():
 
 def test_library_functions_pass():
     """The library's own functions, wrapped in the exercises' signatures, pass the checks."""
-    from advlab.generative.lqvae import Quantiser, lipschitz_penalty
+    from advlab.purifiers.lqvae.model import Quantiser, lipschitz_penalty
     q = Quantiser(levels=2)
     assert checks.check_gradient_norm_penalty(
         lambda enc, x, K=1.0, generator=None: lipschitz_penalty(enc, x, K, "projection", generator)) is True

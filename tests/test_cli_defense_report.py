@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from advlab import cli, evaluate, models, zoo
-from advlab.generative.lqvae import build_lqvae
+from advlab.purifiers.lqvae.model import build_lqvae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""The purifier API (advlab.defenses.base.Defense) and advlab.evaluate.defense_report, on toy
+"""The purifier API (advlab.purifiers.base.Purifier, alias Defense) and advlab.evaluate.defense_report, on toy
 defenses around a small classifier trained here on the synthetic dataset (seconds on 1 thread)."""
 import json
 import subprocess

@@ -1,11 +1,13 @@
-"""The WGAN-GP generator and critic (advlab.generative.wgan), its training loop (resumable,
+"""The WGAN-GP generator and critic (advlab.purifiers.defense_gan), its training loop (resumable,
 seeded) and the zoo entry fmnist/wgan-gp with its `advlab train` hook."""
 import pytest
 import torch
 import torch.nn as nn
 
 from advlab import cli, zoo
-from advlab.generative import Critic, Generator, WGANConfig, gradient_penalty, train_wgan_gp
+from advlab.generative import Generator, gradient_penalty
+from advlab.purifiers.defense_gan.model import Critic
+from advlab.purifiers.defense_gan.train import WGANConfig, train_wgan_gp
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -86,7 +88,7 @@ def test_resumed_training_equals_uninterrupted(tmp_path):
 
 def test_zoo_entry_trains_through_the_cli_and_loads(tmp_path, monkeypatch):
     entry = zoo.REGISTRY["fmnist/wgan-gp"]
-    assert entry.trainer == "advlab.generative.wgan" and isinstance(zoo.build("fmnist/wgan-gp"), Generator)
+    assert entry.trainer == "advlab.purifiers.defense_gan.train" and isinstance(zoo.build("fmnist/wgan-gp"), Generator)
     monkeypatch.setattr(entry, "train_quick", dict(iters=1, batch_size=4, n_critic=1, n_train=32, eval_n=2,
                                                    eval_steps=1, eval_restarts=1))
     monkeypatch.setattr(entry, "dataset", "synthetic")

@@ -1,4 +1,4 @@
-"""Paper 004's LQ-VAE (advlab.generative.lqvae) and its purifier (advlab.defenses.lqvae): the quantiser
+"""Paper 004's LQ-VAE (advlab.purifiers.lqvae): the quantiser
 and its relaxations, the Lipschitz penalty against closed forms, Algorithm 1's update routing, seeded
 and resumable training, the zoo entry through the CLI, the adaptive-attack paths and the bit-flip
 helper. Tiny widths on synthetic data keep it fast."""
@@ -12,9 +12,8 @@ import torch.nn.functional as F
 
 from advlab import data, zoo
 from advlab.defenses import LQVAE, Defense
-from advlab.generative import (LQVAEConfig, LQVAEModel, Quantiser, code_flips, gradient_norm, lipschitz_penalty,
-                               train_lqvae)
-from advlab.generative.lqvae import check_config, compute_losses, train_step
+from advlab.purifiers.lqvae.model import LQVAEModel, Quantiser, code_flips, gradient_norm, lipschitz_penalty
+from advlab.purifiers.lqvae.train import LQVAEConfig, check_config, compute_losses, train_lqvae, train_step
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -226,7 +225,7 @@ def test_training_is_seeded_and_checkpoint_resume_is_exact(tmp_path):
 def test_zoo_entry_trains_through_the_cli_and_loads(tmp_path, monkeypatch):
     from advlab import cli
     entry = zoo.REGISTRY["fmnist/lqvae"]
-    assert entry.trainer == "advlab.generative.lqvae" and isinstance(zoo.build("fmnist/lqvae"), LQVAEModel)
+    assert entry.trainer == "advlab.purifiers.lqvae.train" and isinstance(zoo.build("fmnist/lqvae"), LQVAEModel)
     order = list(zoo.REGISTRY)
     assert order.index("fmnist/lqvae") > order.index("fmnist/vaegan")     # after the other generative entries
     monkeypatch.setattr(entry, "train_quick", dict(iters=2, batch_size=4, n_train=32, log_every=1, ckpt_every=1,

@@ -1,4 +1,4 @@
-"""Paper 002's VAE-GAN (advlab.generative.vaegan) and its purifier (advlab.defenses.vaegan): the
+"""Paper 002's VAE-GAN (advlab.purifiers.vaegan): the
 losses, training determinism and resume, the discriminator-guided steps, stochastic mode, exact
 end-to-end gradients, the zoo entry and input checks. Tiny widths on synthetic data keep it fast."""
 import json
@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from advlab import data, zoo
 from advlab.defenses import VAEGANPurifier, discriminator_step
-from advlab.generative import VAEGAN, VAEGANConfig, kl_divergence, train_vaegan
-from advlab.generative.vaegan import check_config, make_optimizers, train_step
+from advlab.generative import kl_divergence
+from advlab.purifiers.vaegan.model import VAEGAN
+from advlab.purifiers.vaegan.train import VAEGANConfig, check_config, make_optimizers, train_step, train_vaegan
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -163,7 +164,7 @@ def test_exact_adaptive_gradient_flows_end_to_end_and_matches_finite_differences
 def test_zoo_entry_builds_saves_and_loads(tmp_path, model):
     assert isinstance(zoo.build("fmnist/vaegan"), VAEGAN)
     entry = zoo.REGISTRY["fmnist/vaegan"]
-    assert entry.trainer == "advlab.generative.vaegan"
+    assert entry.trainer == "advlab.purifiers.vaegan.train"
     m = zoo.build("fmnist/vaegan")
     zoo.save("fmnist/vaegan", m, {}, {}, "test", root=tmp_path)
     back = zoo.load("fmnist/vaegan", root=tmp_path)

@@ -21,37 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from advlab.data import check_images, check_labels
-
-NORMS = ("linf", "l2")
-
-
-# ---------------------------------------------------------------------------------------------
-# argument checks
-
-
-def check_eps(eps, name: str = "eps", allow_none: bool = False) -> float | None:
-    """eps must be finite and >= 0; minimal-perturbation attacks (CW, DeepFool) allow None = unbounded."""
-    if eps is None and allow_none:
-        return None
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or math.isnan(eps) or math.isinf(eps) or eps < 0:
-        raise ValueError(f"{name}: must be a finite number >= 0, got {eps!r}")
-    return float(eps)
-
-
-def check_positive(v, name: str, integer: bool = False, minimum: float = 0.0, strict: bool = True):
-    kind = int if integer else (int, float)
-    if isinstance(v, bool) or not isinstance(v, kind) or (not integer and (math.isnan(v) or math.isinf(v))):
-        raise ValueError(f"{name}: must be a{'n integer' if integer else ' finite number'}, got {v!r}")
-    if (v <= minimum) if strict else (v < minimum):
-        raise ValueError(f"{name}: must be {'>' if strict else '>='} {minimum}, got {v!r}")
-    return v
-
-
-def check_norm(norm, allowed=NORMS) -> str:
-    if norm not in allowed:
-        raise ValueError(f"norm: must be one of {allowed}, got {norm!r}")
-    return norm
+from advlab.validate import (NORMS, check_eps, check_images, check_labels, check_norm,  # noqa: F401 (re-exported)
+                             check_positive, eval_mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,18 +137,6 @@ def target_labels(logits_or_y: torch.Tensor, mode: str = "random", num_classes: 
 
 # ---------------------------------------------------------------------------------------------
 # model handling
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Run the model in eval mode and restore every module's own train flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, f in flags:
-            m.training = f
 
 
 def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=ce_loss, eot_iter: int = 1,

@@ -1,31 +1,32 @@
-"""Defenses: adversarial training (lecture 03) and, from lecture 04 on, purifiers.
+"""The names lectures 03-06 use for defenses, kept as one namespace:
 
-Every purifier is an nn.Module from images in [0, 1] to logits with .purify(x), .classifier,
-.stochastic and Name.from_zoo(dataset, classifier=None) (DESIGN.md section 3); see base.py.
+    from advlab import defenses
+    defense = defenses.LQVAE.from_zoo("fashion_mnist")
+    from advlab.defenses import adversarial_training as at
 
-  Defense       the base class (base.py): forward = classifier(purify(x)), adaptive_model()
-  DefenseGAN    projection on a WGAN-GP generator's range by latent search (defense_gan.py)
-  VAEGANPurifier  paper 002: VAE-GAN reconstruction + discriminator-guided steps (vaegan.py)
-  LQVAE         paper 004: Lipschitz encoder, quantised latent, decoder 1 (lqvae.py)
-
-Submodules and classes are imported on first use, so `import advlab` stays light.
+The code lives in advlab.purifiers (one folder per purifier) and advlab.training.adversarial
+(adversarial training); this module only forwards to them, on first use.
 """
 from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("adversarial_training", "base", "defense_gan", "vaegan", "lqvae")
-_NAMES = {"Defense": "base", "DefenseGAN": "defense_gan", "latent_search": "defense_gan",
-          "LatentSearch": "defense_gan", "VAEGANPurifier": "vaegan", "discriminator_step": "vaegan",
-          "LQVAE": "lqvae"}
+_SUBMODULES = {"adversarial_training": "advlab.training.adversarial", "base": "advlab.purifiers.base",
+               "defense_gan": "advlab.purifiers.defense_gan.purifier",
+               "vaegan": "advlab.purifiers.vaegan.purifier", "lqvae": "advlab.purifiers.lqvae.purifier"}
+_NAMES = {"Defense": "advlab.purifiers.base", "Purifier": "advlab.purifiers.base",
+          "DefenseGAN": "advlab.purifiers.defense_gan.purifier",
+          "latent_search": "advlab.generative.latent_search", "LatentSearch": "advlab.generative.latent_search",
+          "VAEGANPurifier": "advlab.purifiers.vaegan.purifier",
+          "discriminator_step": "advlab.purifiers.vaegan.purifier", "LQVAE": "advlab.purifiers.lqvae.purifier"}
 __all__ = list(_SUBMODULES) + list(_NAMES)
 
 
 def __getattr__(name):
     if name in _SUBMODULES:
-        return importlib.import_module(f"advlab.defenses.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     if name in _NAMES:
-        return getattr(importlib.import_module(f"advlab.defenses.{_NAMES[name]}"), name)
+        return getattr(importlib.import_module(_NAMES[name]), name)
     raise AttributeError(f"module 'advlab.defenses' has no attribute {name!r}")
 
 

@@ -1,25 +1,20 @@
-"""Generative models that purifiers are built on (lecture 04 on).
+"""Building blocks that the generative purifiers share (each method's own networks live in its
+folder under advlab.purifiers).
 
-  wgan   DCGAN-style generator and critic for 28x28 grey images, trained with WGAN-GP
-         (zoo: fmnist/wgan-gp, the generator of Defense-GAN)
-  vaegan VAE-GAN (Larsen et al. 2016) of paper 002: encoder, decoder, discriminator whose features
-         give the reconstruction loss (zoo: fmnist/vaegan, the purifier of VAEGANPurifier)
-  lqvae  LQ-VAE of paper 004: Lipschitz-penalised encoder, quantiser H and its relaxation H~, two
-         decoders trained by Algorithm 1 (zoo: fmnist/lqvae, the purifier of defenses.LQVAE)
+  blocks         Generator: the DCGAN-layout decoder z -> 28x28 images (Defense-GAN's generator, the
+                 VAE-GAN's and LQ-VAE's decoders)
+  losses         kl_divergence, gradient_penalty
+  latent_search  projection on a generator's range by gradient descent on latents with restarts
 
-Submodules are imported on first use, so `import advlab` stays light.
+Submodules and names are imported on first use, so `import advlab` stays light.
 """
 from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("wgan", "vaegan", "lqvae")
-_NAMES = {"Generator": "wgan", "Critic": "wgan", "WGANConfig": "wgan", "train_wgan_gp": "wgan",
-          "gradient_penalty": "wgan", "build_generator": "wgan",
-          "VAEGAN": "vaegan", "VAEGANConfig": "vaegan", "train_vaegan": "vaegan", "build_vaegan": "vaegan",
-          "kl_divergence": "vaegan",
-          "LQVAEModel": "lqvae", "LQVAEConfig": "lqvae", "Quantiser": "lqvae", "train_lqvae": "lqvae",
-          "build_lqvae": "lqvae", "lipschitz_penalty": "lqvae", "gradient_norm": "lqvae", "code_flips": "lqvae"}
+_SUBMODULES = ("blocks", "losses", "latent_search")
+_NAMES = {"Generator": "blocks", "kl_divergence": "losses", "gradient_penalty": "losses",
+          "LatentSearch": "latent_search", "SEARCH_LR": "latent_search"}
 __all__ = list(_SUBMODULES) + list(_NAMES)
 
 
@@ -29,3 +24,7 @@ def __getattr__(name):
     if name in _NAMES:
         return getattr(importlib.import_module(f"advlab.generative.{_NAMES[name]}"), name)
     raise AttributeError(f"module 'advlab.generative' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -26,8 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from advlab.attacks.base import check_positive, eval_mode
-from advlab.defenses.base import Defense
+from advlab.purifiers.base import Defense
+from advlab.validate import check_positive, eval_mode
 
 SPACES = ("image", "latent")
 

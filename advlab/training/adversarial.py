@@ -21,8 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from advlab import train as _train
-from advlab.attacks.base import eval_mode, input_grad
+from advlab.attacks.base import input_grad
+from advlab.training import loop as _train
+from advlab.validate import eval_mode
 
 METHODS = ("pgd", "trades", "fgsm")
 
@@ -205,5 +206,5 @@ def adversarial_train(cfg: ATConfig, model: nn.Module | None = None, checkpoint=
 
 def train_zoo_entry(entry, args) -> int:
     """`advlab train fmnist/pgd-at` and friends: the CLI hook for zoo entries built here."""
-    from advlab.cli import train_and_save
+    from advlab.training.zoo_entry import train_and_save
     return train_and_save(entry, args, ATConfig, adversarial_train)

@@ -1,4 +1,4 @@
-"""A DCGAN-style generator and critic for 28x28 grey images, trained with WGAN-GP.
+"""Training of Defense-GAN's generator with WGAN-GP (a DCGAN-style generator and critic, 28x28 grey images).
 
     G, D, metrics = train_wgan_gp(WGANConfig(iters=20000))
     x = G(torch.randn(16, 128) / 128 ** 0.5)       # (16, 1, 28, 28) in [0, 1]
@@ -10,88 +10,20 @@ fake images; G minimises -E[D(G(z))]. The critic takes n_critic steps per genera
 settings, used here: lambda = 10, n_critic = 5, Adam(lr 1e-4, betas (0.5, 0.9)). The critic has
 no batch normalisation (the penalty is per example); the generator does.
 
-Defense-GAN (advlab.defenses.defense_gan) projects inputs on the range of this generator; its
+Defense-GAN (advlab.purifiers.defense_gan) projects inputs on the range of this generator; its
 zoo entry `fmnist/wgan-gp` stores the generator only. Train it with
 `advlab train fmnist/wgan-gp --profile full` (GPU recommended; `--profile quick` is a smoke run).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
-
-class Generator(nn.Module):
-    """z (N, latent_dim) -> images (N, C, 28, 28) in [0, 1] (sigmoid output).
-
-    Linear -> (2w, 7, 7) -> transposed conv -> (w, 14, 14) -> transposed conv -> (C, 28, 28),
-    batch norm and ReLU in between (the DCGAN layout). w = width; ~1.3M parameters at w = 64.
-    Latents are drawn as N(0, I / latent_dim) by Defense-GAN (see `sample_latents`).
-    """
-
-    def __init__(self, latent_dim: int = 128, width: int = 64, channels: int = 1):
-        super().__init__()
-        for name, v in (("latent_dim", latent_dim), ("width", width), ("channels", channels)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: must be a positive int, got {v!r}")
-        self.latent_dim, self.width, self.channels = latent_dim, width, channels
-        self.fc = nn.Sequential(nn.Linear(latent_dim, 2 * width * 7 * 7, bias=False),
-                                nn.BatchNorm1d(2 * width * 7 * 7), nn.ReLU(inplace=True))
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),   # (w, 14, 14)
-            nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-            nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1),                # (C, 28, 28)
-            nn.Sigmoid(),
-        )
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z: expected latents of shape (N, {self.latent_dim}), got {tuple(z.shape)}")
-        h = self.fc(z).view(len(z), 2 * self.width, 7, 7)
-        return self.net(h)
-
-    def sample_latents(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """n latents from N(0, I / latent_dim) (Defense-GAN's prior), on the generator's device."""
-        dev = next(self.parameters()).device
-        return (torch.randn(n, self.latent_dim, generator=generator) / math.sqrt(self.latent_dim)).to(dev)
-
-
-class Critic(nn.Module):
-    """images (N, C, 28, 28) in [0, 1] -> scores (N,). Strided convs + LeakyReLU, no batch norm."""
-
-    def __init__(self, width: int = 64, channels: int = 1):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),       # (w, 14, 14)
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True),  # (2w, 7, 7)
-            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(2 * x - 1).squeeze(1)
-
-
-def build_generator(latent_dim: int = 128, width: int = 64, channels: int = 1) -> Generator:
-    """The zoo builder of `fmnist/wgan-gp` (advlab.zoo.build calls it with the entry's arch_kwargs)."""
-    return Generator(latent_dim, width, channels)
-
-
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """E[(||grad D(x_hat)||_2 - 1)^2], x_hat = t * real + (1 - t) * fake, t ~ U[0, 1] per example.
-
-    Computed in float32 (outside any autocast): the penalty differentiates a gradient norm.
-    """
-    t = torch.rand(len(real), 1, 1, 1, generator=generator).to(real.device)
-    x_hat = (t * real.float() + (1 - t) * fake.float()).requires_grad_(True)
-    with torch.autocast(real.device.type, enabled=False):
-        score = critic(x_hat).float()
-    grad, = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+from advlab.generative.losses import gradient_penalty
+from advlab.purifiers.defense_gan.model import Critic, Generator
 
 
 @dataclass
@@ -141,7 +73,7 @@ def train_wgan_gp(cfg: WGANConfig, checkpoint: str | Path | None = None, progres
     latent searches (cfg.eval_steps steps) on cfg.eval_n test images: how well G's range covers them.
     """
     from advlab import data
-    from advlab.train import iteration_run, train_iterations
+    from advlab.training.loop import iteration_run, train_iterations
     check_config(cfg)
     device, use_amp, x_train, g = iteration_run(cfg)
     channels = data.info(cfg.dataset).shape[0]
@@ -190,7 +122,7 @@ def train_wgan_gp(cfg: WGANConfig, checkpoint: str | Path | None = None, progres
 def reconstruction_metric(G: Generator, cfg: WGANConfig) -> dict:
     """Mean per-pixel squared error of Defense-GAN's projection of cfg.eval_n test images on G's range."""
     from advlab import data
-    from advlab.defenses.defense_gan import SEARCH_LR, latent_search
+    from advlab.generative.latent_search import SEARCH_LR, latent_search
     x, _ = data.batch(cfg.dataset, "test", n=cfg.eval_n, seed=cfg.seed)
     dev = next(G.parameters()).device
     res = latent_search(G, x.to(dev), steps=cfg.eval_steps, restarts=cfg.eval_restarts,
@@ -206,7 +138,7 @@ def train_zoo_entry(entry, args) -> int:
     The checkpoint goes to DIR/checkpoints when --out is given, else build/checkpoints; it is keyed by
     the exact config, so a run only ever resumes itself.
     """
-    from advlab.cli import train_and_save
+    from advlab.training.zoo_entry import train_and_save
     return train_and_save(entry, args, WGANConfig,
                           lambda cfg, checkpoint: train_wgan_gp(cfg, checkpoint=checkpoint)[::2],
                           summary=("w_dist", "recon_mse", "recon_setting"))

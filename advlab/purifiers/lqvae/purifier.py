@@ -35,8 +35,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from advlab.attacks.base import eval_mode
-from advlab.defenses.base import Defense
+from advlab.purifiers.base import Defense
+from advlab.validate import eval_mode
 
 
 class LQVAE(Defense):
@@ -74,7 +74,7 @@ class LQVAE(Defense):
     def code_flips(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """Per image, the fraction of latent levels (bits, for two levels) that x_adv changes in H(mu(x)),
         (N,) in [0, 1]: paper 004's bit-flip analysis."""
-        from advlab.generative.lqvae import code_flips
+        from advlab.purifiers.lqvae.model import code_flips
         return code_flips(self.lqvae, x, x_adv)
 
     # ----------------------------------------------------------------------------- attacking it

@@ -1,4 +1,4 @@
-"""What every purification defense shares: `Defense`, an nn.Module from images in [0, 1] to logits.
+"""What every purifier shares: `Purifier` (alias `Defense`), an nn.Module from images in [0, 1] to logits.
 
     defense = defenses.DefenseGAN.from_zoo("fashion_mnist")   # generator + default classifier
     x_pure = defense.purify(x)            # (N, C, H, W) in [0, 1] -> same shape, in [0, 1]
@@ -28,10 +28,10 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from advlab.data import check_images
+from advlab.validate import check_images
 
 
-class Defense(nn.Module):
+class Purifier(nn.Module):
     """Base class of purifiers: forward(x) = classifier(purify(x)), x in [0, 1], shape (N, C, H, W).
 
     Class attributes a subclass sets:
@@ -142,7 +142,7 @@ class Defense(nn.Module):
     # ----------------------------------------------------------------------------- construction
     @classmethod
     def from_zoo(cls, dataset: str = "fashion_mnist", classifier: nn.Module | str | None = None,
-                 device: str | torch.device = "cpu", **kwargs) -> "Defense":
+                 device: str | torch.device = "cpu", **kwargs) -> "Purifier":
         """Build the defense from the zoo: its trained parts plus a classifier, in eval mode.
 
         classifier: None for the dataset's default zoo classifier, a zoo name, or an nn.Module.
@@ -161,3 +161,6 @@ class Defense(nn.Module):
         if isinstance(classifier, str):
             classifier = zoo.load(classifier, device=device)
         return cls(classifier=classifier, **built, **kwargs).to(device).eval()
+
+
+Defense = Purifier   # the name lectures 04-06 use

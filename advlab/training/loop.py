@@ -1,0 +1,292 @@
+"""One readable training loop for every model in the course.
+
+    cfg = TrainConfig(arch="cnn", dataset="fashion_mnist", epochs=12)
+    model, metrics = train(cfg)
+
+`loss_fn(model, x, y) -> loss` replaces plain cross-entropy, which is how adversarial training
+(lecture 03) reuses this loop. Checkpoints (safetensors + a json of optimiser-free state) are
+written after every epoch when `checkpoint` is set, and training resumes from them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from advlab import data, models
+from advlab.metrics import accuracy
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "cnn"
+    dataset: str = "fashion_mnist"
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 0.05              # peak learning rate of the one-cycle schedule (SGD, Nesterov)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    augment: bool = True          # random 2-pixel shifts + horizontal flips
+    n_train: int | None = None    # None: the whole training split
+    n_test: int | None = None     # None: the whole test split
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True              # bf16 autocast on CUDA; ignored on CPU
+    arch_kwargs: dict = field(default_factory=dict)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device!r} requested but CUDA is not available here")
+    return dev
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, shift: int = 2, flip: bool = True) -> torch.Tensor:
+    """Per-image random translation by up to `shift` pixels (zero padding) and horizontal flip."""
+    n, c, h, w = x.shape
+    g = dict(generator=generator, device="cpu")
+    xp = F.pad(x, (shift,) * 4)
+    di = torch.randint(0, 2 * shift + 1, (n,), **g).to(x.device)
+    dj = torch.randint(0, 2 * shift + 1, (n,), **g).to(x.device)
+    rows = (di[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (n,1,h,1)
+    cols = (dj[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (n,1,1,w)
+    out = xp[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+    if flip:
+        mask = (torch.rand(n, **g) < 0.5).to(x.device)[:, None, None, None]
+        out = torch.where(mask, out.flip(3), out)
+    return out
+
+
+def train(cfg: TrainConfig, model: nn.Module | None = None,
+          loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+          checkpoint: str | Path | None = None, progress: bool = True,
+          monitor: Callable[[nn.Module, int], dict | None] | None = None, monitor_every: int = 0,
+          ) -> tuple[nn.Module, dict]:
+    """Train `model` (or a fresh `cfg.arch`) and return it in eval mode with its metrics.
+
+    monitor(model, step) is called every `monitor_every` optimiser steps (0: after each epoch) and
+    may return a dict, kept in metrics["monitor"]; {"stop": True} in it ends training there.
+    Under torchrun (several processes) the model is wrapped in DistributedDataParallel and each
+    process trains on its shard of every epoch; cfg.batch_size stays the global batch size.
+    """
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs: must be >= 1, got {cfg.epochs}")
+    if monitor_every < 0:
+        raise ValueError(f"monitor_every: must be >= 0, got {monitor_every}")
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    rank, world = init_distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size: {cfg.batch_size} is not divisible by the {world} processes")
+    progress = progress and rank == 0
+    model = (model or models.build(cfg.arch, cfg.dataset, **cfg.arch_kwargs)).to(device)
+    x_train, y_train = data.batch(cfg.dataset, "train", n=cfg.n_train, seed=cfg.seed)
+    x_test, y_test = data.batch(cfg.dataset, "test", n=cfg.n_test, seed=cfg.seed)
+    sampler = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        from torch.utils.data.distributed import DistributedSampler
+        sampler = DistributedSampler(range(len(y_train)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    else:
+        net = model
+    batch_size = cfg.batch_size // world
+    n_local = len(sampler) if sampler is not None else len(y_train)
+    steps_per_epoch = math.ceil(n_local / batch_size)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                          weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
+                                                pct_start=0.25)
+    loss_fn = loss_fn or (lambda m, xb, yb: F.cross_entropy(m(xb), yb, label_smoothing=cfg.label_smoothing))
+    use_amp = cfg.amp and device.type == "cuda"
+    history, start_epoch = [], 0
+    g = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
+    ckpt = Path(checkpoint) if checkpoint else None
+    if ckpt and ckpt.with_suffix(".pt.json").exists():
+        meta = load_training_state(ckpt, g, model=model, opt=opt, sched=sched)
+        start_epoch, history = meta["epoch"], meta["history"]
+    t0, monitored, stop = time.time(), [], False
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+            perm = torch.tensor(list(sampler))
+            torch.randperm(len(y_train), generator=g)  # keep g's stream identical to one process
+        else:
+            perm = torch.randperm(len(y_train), generator=g)
+        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.arch} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False)
+        total_loss, seen = 0.0, 0
+        for step in bar:
+            idx = perm[step * batch_size:(step + 1) * batch_size]
+            xb, yb = x_train[idx].to(device), y_train[idx].to(device)
+            if cfg.augment:
+                xb = augment_batch(xb, g)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = loss_fn(net, xb, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += loss.item() * len(yb)
+            seen += len(yb)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+            global_step = epoch * steps_per_epoch + step + 1
+            if monitor and monitor_every and global_step % monitor_every == 0:
+                _sync_buffers(model, world)
+                stop = _call_monitor(monitor, model, global_step, monitored, progress)
+                if stop:
+                    break
+        _sync_buffers(model, world)
+        if monitor and not monitor_every:
+            stop = _call_monitor(monitor, model, (epoch + 1) * steps_per_epoch, monitored, progress)
+        test_acc = accuracy(model, x_test.to(device), y_test.to(device))
+        history.append({"epoch": epoch + 1, "train_loss": total_loss / seen, "test_acc": test_acc,
+                        "seconds": round(time.time() - t0, 1)})
+        if progress:
+            print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {total_loss / seen:.4f}, "
+                  f"test acc {100 * test_acc:.2f}% ({len(y_test)} images)")
+        if ckpt and rank == 0 and not stop:
+            save_training_state(ckpt, g, {"epoch": epoch + 1, "history": history}, model=model, opt=opt, sched=sched)
+        if stop:
+            break
+    model.eval()
+    metrics = {"clean_acc": history[-1]["test_acc"] if history else None, "n_test": len(y_test),
+               "epochs": cfg.epochs, "train_seconds": round(time.time() - t0, 1), "history": history}
+    if monitor:
+        metrics["monitor"] = monitored
+    if world > 1:
+        metrics["world_size"] = world
+    return model, metrics
+
+
+def _sync_buffers(model: nn.Module, world: int) -> None:
+    # BN running statistics are updated by each process on its own shard: rank 0's become everyone's,
+    # so that evaluation, monitoring and the saved weights agree across processes
+    if world > 1:
+        for buf in model.buffers():
+            torch.distributed.broadcast(buf, src=0)
+
+
+def _call_monitor(monitor, model, step: int, monitored: list, progress: bool) -> bool:
+    was_training = model.training
+    out = monitor(model, step) or {}
+    model.train(was_training)
+    if out:
+        monitored.append({"step": step} | out)
+        if progress and out.get("message"):
+            tqdm.write(out["message"])
+    return bool(out.get("stop"))
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size): joins the process group that torchrun describes in the environment
+    (nccl on CUDA, gloo on CPU), or (0, 1) outside torchrun."""
+    import os
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return 0, 1
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def save_training_state(path: str | Path, g: torch.Generator, meta: dict, **states) -> None:
+    """Write a resumable training state: states[name].state_dict() for each named model, optimiser or
+    scheduler, the run's generator `g` and torch's global RNG state into `path`, and `meta` (json:
+    epoch or iteration, history) into PATH.json. The RNG states make a resumed run identical to an
+    uninterrupted one. The file is our own, replaced atomically, and read back with weights_only=True."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({name: obj.state_dict() for name, obj in states.items()}
+               | {"g": g.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
+    tmp.replace(path)
+    path.with_suffix(".pt.json").write_text(json.dumps(meta))
+
+
+def load_training_state(path: str | Path, g: torch.Generator, **states) -> dict:
+    """Restore what save_training_state wrote into the given objects (same names); returns its meta."""
+    path = Path(path)
+    meta = json.loads(path.with_suffix(".pt.json").read_text())
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for name, obj in states.items():
+        obj.load_state_dict(state[name])
+    g.set_state(state["g"])
+    torch.set_rng_state(state["torch_rng"])
+    where = ", ".join(f"{k} {meta[k]}" for k in ("epoch", "iter") if k in meta)
+    print(f"resuming from {path} after {where}")
+    return meta
+
+
+def iteration_run(cfg) -> tuple[torch.device, bool, torch.Tensor, torch.Generator]:
+    """The setup the generative trainers share: seeds, device, AMP flag (CUDA only), the training
+    images on the device and the run's CPU generator, from cfg's seed, device, amp, dataset, n_train."""
+    from advlab import data
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    x_train, _ = data.batch(cfg.dataset, "train", n=cfg.n_train, seed=cfg.seed)
+    return device, cfg.amp and device.type == "cuda", x_train.to(device), torch.Generator().manual_seed(cfg.seed)
+
+
+def train_iterations(cfg, step_fn: Callable[[], dict], g: torch.Generator, states: dict, checkpoint=None,
+                     desc: str = "train", postfix: dict[str, str] | None = None, progress: bool = True
+                     ) -> tuple[list[dict], float]:
+    """The iteration loop the generative trainers share: cfg.iters calls of step_fn() -> {loss: float}.
+
+    Every cfg.log_every iterations the mean of each loss goes into the history (with the iteration
+    and the seconds so far); every cfg.ckpt_every iterations, and at the end, `states` (name ->
+    model or optimiser) and `g` are saved to `checkpoint`, which a later call resumes from.
+    postfix: progress-bar label -> format of the means, e.g. {"kl": "{kl:.1f}"}.
+    Returns (history, seconds of this call).
+    """
+    ckpt = Path(checkpoint) if checkpoint else None
+    start, history = 0, []
+    if ckpt and ckpt.with_suffix(".pt.json").exists():
+        meta = load_training_state(ckpt, g, **states)
+        start, history = meta["iter"], meta["history"]
+    t0 = time.time()
+    sums: dict[str, float] = {}
+    bar = tqdm(range(start, cfg.iters), desc=desc, disable=not progress, initial=start, total=cfg.iters)
+    for it in bar:
+        sums = {k: sums.get(k, 0.0) + v for k, v in step_fn().items()}
+        if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
+            k = (it + 1) % cfg.log_every or cfg.log_every
+            means = {name: v / k for name, v in sums.items()}
+            history.append({"iter": it + 1} | {name: round(v, 5) for name, v in means.items()}
+                           | {"seconds": round(time.time() - t0, 1)})
+            bar.set_postfix({label: fmt.format(**means) for label, fmt in (postfix or {}).items()})
+            sums = {}
+        if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
+            save_training_state(ckpt, g, {"iter": it + 1, "history": history}, **states)
+    return history, time.time() - t0
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,91 @@
+"""The zoo's registry: one ZooEntry per named model, with the builder and trainer it needs, named
+as strings ("module:function", "module") so that the registry imports nothing heavy.
+
+A new model is one `register(ZooEntry(...))` here; `advlab train NAME --profile full` trains it
+with `trainer.train_zoo_entry` (or the classifier loop when trainer is None).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ZooEntry:
+    name: str
+    arch: str                     # advlab.models architecture, or a builder name of a later module
+    dataset: str
+    description: str
+    train: dict = field(default_factory=dict)        # TrainConfig overrides, full profile
+    train_quick: dict = field(default_factory=dict)  # overrides for --profile quick
+    arch_kwargs: dict = field(default_factory=dict)
+    builder: str | None = None    # "module:function" building the model, for non-classifier entries
+    trainer: str | None = None    # module whose train_zoo_entry(entry, args) trains it (default: advlab.training.loop)
+
+    @property
+    def command(self) -> str:
+        return f"advlab train {self.name} --profile full"
+
+
+REGISTRY: dict[str, ZooEntry] = {}
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+register(ZooEntry("fmnist/cnn", "cnn", "fashion_mnist",
+                  "SmallCNN (3 conv + 2 fc, BN, dropout), standard training",
+                  train=dict(epochs=15, lr=0.05), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
+register(ZooEntry("fmnist/mlp", "mlp", "fashion_mnist",
+                  "MLP 784-512-256-10 with dropout, standard training (a third architecture for transfer attacks)",
+                  train=dict(epochs=20, lr=0.05, seed=2, augment=False), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
+register(ZooEntry("fmnist/vgg", "vgg", "fashion_mnist",
+                  "VGG-style 6-conv net (paper 002's VGG16 layout shrunk to 28x28), standard training",
+                  train=dict(epochs=12, lr=0.05, seed=1), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
+# adversarially trained (lecture 03): Linf eps 0.1, the course's default Fashion-MNIST threat model
+_AT = "advlab.training.adversarial"
+register(ZooEntry("fmnist/pgd-at", "cnn", "fashion_mnist",
+                  "SmallCNN, PGD-AT (Madry): PGD-5 (step 0.03, random start) at Linf eps 0.1",
+                  train=dict(method="pgd", eps=0.1, steps=5, alpha=0.03, epochs=20, lr=0.05, seed=3),
+                  train_quick=dict(epochs=1, n_train=2000, n_test=500, steps=2), trainer=_AT))
+register(ZooEntry("fmnist/trades", "cnn", "fashion_mnist",
+                  "SmallCNN, TRADES (beta 6): KL-PGD-5 (step 0.03) at Linf eps 0.1",
+                  train=dict(method="trades", eps=0.1, steps=5, alpha=0.03, beta=6.0, epochs=8, lr=0.05, seed=4),
+                  train_quick=dict(epochs=1, n_train=2000, n_test=500, steps=2), trainer=_AT))
+register(ZooEntry("fmnist/fgsm-at", "cnn", "fashion_mnist",
+                  "SmallCNN, fast FGSM-AT (Wong et al. 2020): one FGSM step of 1.25 eps from a random start "
+                  "at Linf eps 0.1 (paper 004's 'Adv Tr' column)",
+                  train=dict(method="fgsm", eps=0.1, epochs=20, lr=0.05, seed=8),
+                  train_quick=dict(epochs=1, n_train=2000, n_test=500), trainer=_AT))
+
+
+# generative models of the purifiers (lecture 04 on); the zoo stores the generator only
+register(ZooEntry("fmnist/wgan-gp", "wgan-gp-generator", "fashion_mnist",
+                  "DCGAN-style generator (latent 128, N(0, I/128) prior, width 32, sigmoid output) trained with "
+                  "WGAN-GP (lambda 10, n_critic 5, Adam 1e-4 betas (0.5, 0.9)); the generator of Defense-GAN. "
+                  "Width 32, not 64: a training step is ~9x cheaper on CPU and so is every latent-search step",
+                  train=dict(iters=6000, batch_size=64, seed=5),
+                  train_quick=dict(iters=10, batch_size=32, n_train=2000, log_every=5, ckpt_every=5, eval_n=16,
+                                   eval_steps=10, eval_restarts=2),
+                  arch_kwargs=dict(latent_dim=128, width=32),
+                  builder="advlab.purifiers.defense_gan.model:build_generator", trainer="advlab.purifiers.defense_gan.train"))
+# paper 002's purifier: encoder, decoder and discriminator in one state_dict
+register(ZooEntry("fmnist/vaegan", "vaegan", "fashion_mnist",
+                  "VAE-GAN (Larsen et al. 2016; paper 002): encoder, DCGAN decoder and discriminator whose "
+                  "features give the reconstruction loss; latent 128, width 32, gamma 100, pixel weight 1, "
+                  "Adam 3e-4 betas (0.5, 0.999), 50 epochs (paper 002)",
+                  train=dict(iters=46875, batch_size=64, seed=6),
+                  train_quick=dict(iters=20, batch_size=32, n_train=2000, log_every=5, ckpt_every=10, eval_n=64),
+                  arch_kwargs=dict(latent_dim=128, width=32),
+                  builder="advlab.purifiers.vaegan.model:build_vaegan", trainer="advlab.purifiers.vaegan.train"))
+# paper 004's purifier: encoder, decoder 1 (g, inference) and decoder 2 (h, training) in one state_dict
+register(ZooEntry("fmnist/lqvae", "lqvae", "fashion_mnist",
+                  "LQ-VAE (paper 004, Algorithm 1): encoder with the Lipschitz penalty (||grad_x (v . mu)|| - K)^2, "
+                  "K 1, v a random unit latent direction; KL to N(0, I) with weight 0.1; 128 latent bits (chosen by the search in docs/results/lqvae_search_*), H = sign, "
+                  "H~ = tanh(2 z / 0.5) in training; decoders g (on H(z), used to purify) and h (on H~(z), trains "
+                  "the encoder), DCGAN layout width 32; Adam 1e-3, 50 epochs",
+                  train=dict(iters=46875, batch_size=64, seed=7),
+                  train_quick=dict(iters=20, batch_size=32, n_train=2000, log_every=5, ckpt_every=10, eval_n=64),
+                  arch_kwargs=dict(latent_dim=128, width=32, levels=2, span=1.0, relax="soft", temperature=0.5),
+                  builder="advlab.purifiers.lqvae.model:build_lqvae", trainer="advlab.purifiers.lqvae.train"))
