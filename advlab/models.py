@@ -46,6 +46,7 @@ class MLP(nn.Module):
     def __init__(self, dataset: str = "fashion_mnist", num_classes: int = 10, in_channels: int = 1,
                  image_size: int = 28, hidden=(512, 256), dropout: float = 0.2):
         super().__init__()
+        self.input_shape = (in_channels, image_size, image_size)   # read by advlab.validate.check_fit
         self.norm = _norm(dataset)
         layers, d = [nn.Flatten()], in_channels * image_size * image_size
         for h in hidden:
@@ -62,6 +63,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, dataset: str = "fashion_mnist", num_classes: int = 10, in_channels: int = 1, dropout: float = 0.3):
         super().__init__()
+        self.input_shape = (in_channels, 28, 28)   # the head's 64 * 7 * 7 fixes the size; read by check_fit
         self.norm = _norm(dataset)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 32, 5, padding=2, bias=False), nn.BatchNorm2d(32), nn.ReLU(inplace=True),
@@ -85,6 +87,7 @@ class VGG(nn.Module):
     def __init__(self, dataset: str = "fashion_mnist", num_classes: int = 10, in_channels: int = 1,
                  widths=(32, 32, "M", 64, 64, "M", 128, 128, "M"), hidden: int = 256, dropout: float = 0.4):
         super().__init__()
+        self.input_shape = (in_channels, None, None)   # any size >= 8 (adaptive pooling); read by check_fit
         self.norm = _norm(dataset)
         layers, c = [], in_channels
         for w in widths:

@@ -80,3 +80,61 @@ def eval_mode(model: nn.Module):
     finally:
         for m, f in flags:
             m.training = f
+
+
+def _expected_input(model) -> tuple | None:
+    """(C, H, W) the model takes (H, W may be None: any size), from its `input_shape` attribute, a
+    purifier's classifier's, or the first Conv2d's channels; None when nothing tells."""
+    shape = getattr(model, "input_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    inner = getattr(model, "classifier", None)
+    if isinstance(inner, nn.Module) and inner is not model:
+        return _expected_input(inner)
+    if isinstance(model, nn.Module):
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                return (m.in_channels, None, None)
+            if isinstance(m, nn.Linear):
+                return None
+    return None
+
+
+def _first_param(model):
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            return p
+    return None
+
+
+def check_fit(model, x, y=None, num_classes: int | None = None, name: str = "x", label_name: str = "y"):
+    """Check that images x (and labels y) fit `model` once, before any computation, and return them
+    ready for it: (x, y).
+
+    Raises ValueError naming the argument when x is not an image batch in [0, 1], when its channels
+    or size differ from what the model takes (`model.input_shape`, or the first conv's channels),
+    or when y does not hold len(x) integer labels in [0, num_classes). Documented conversions (never
+    errors): floating x of another dtype becomes the model's parameter dtype, x moves to the model's
+    device, and integer labels of any dtype become int64 on that device.
+    """
+    check_images(x, name)
+    want = _expected_input(model)
+    if want is not None:
+        got = tuple(x.shape[1:])
+        if want[0] is not None and got[0] != want[0]:
+            raise ValueError(f"{name}: model expects {want[0]}-channel images, got {got[0]} channels "
+                             f"(shape {tuple(x.shape)})")
+        if want[1] is not None and got[1:] != tuple(want[1:]):
+            raise ValueError(f"{name}: model expects images of size {want[1]}x{want[2]}, got "
+                             f"{got[1]}x{got[2]} (shape {tuple(x.shape)})")
+    p = _first_param(model)
+    if p is not None:
+        if x.device != p.device:
+            x = x.to(p.device)
+        if p.is_floating_point() and x.dtype != p.dtype and x.dtype in (torch.float64, torch.float16) \
+                and p.dtype == torch.float32:
+            x = x.to(p.dtype)
+    if y is not None:
+        check_labels(y, len(x), num_classes, label_name)
+        y = y.to(device=x.device, dtype=torch.long)
+    return x, y
