@@ -36,7 +36,7 @@ class DatasetInfo:
     name: str
     shape: tuple            # (C, H, W)
     classes: tuple
-    eps_linf: float         # default Linf threat model (DESIGN.md section 4)
+    eps_linf: float         # default Linf threat model of the course
     eps_l2: float           # default L2 threat model
     n_train: int
     n_test: int

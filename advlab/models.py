@@ -3,7 +3,7 @@ layer, so attacks never have to know a dataset's mean and std.
 
   MLP        fully connected, 28x28 grey          zoo: fmnist/mlp  (a third architecture for transfer)
   SmallCNN   28x28 grey, ~1.3M params            zoo: fmnist/cnn
-  VGG        VGG-style 3x3 conv stacks, 28x28     zoo: fmnist/vgg  (paper 002 used VGG16)
+  VGG        VGG-style 3x3 conv stacks, 28x28     zoo: fmnist/vgg  (the VAE-GAN purification paper used VGG16)
   ResNet18   32x32x3 (CIFAR-style stem)
   WideResNet WRN-28-10 by default, 32x32x3
 """

@@ -9,7 +9,7 @@ torchattacks, on the same model and data, in one run:
 `repeats` times, interleaved (a, b, c, a, b, c, ...) so that background load hits all three
 alike; the median counts. --bf16 (CUDA) also times our PGD under bf16 autocast and reports the
 robust accuracy it reaches next to fp32's. --assert exits 1 unless ours <= 1.1 x k(fwd+bwd) and
-ours <= 1.0 x torchattacks (DESIGN.md section 7); --assert-loose uses 1.5 for both (for noisy CI).
+ours <= 1.0 x torchattacks (the course's quality bar); --assert-loose uses 1.5 for both (for noisy CI).
 """
 from __future__ import annotations
 

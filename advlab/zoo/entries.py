@@ -41,7 +41,7 @@ register(ZooEntry("fmnist/mlp", "mlp", "fashion_mnist",
                   "MLP 784-512-256-10 with dropout, standard training (a third architecture for transfer attacks)",
                   train=dict(epochs=20, lr=0.05, seed=2, augment=False), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
 register(ZooEntry("fmnist/vgg", "vgg", "fashion_mnist",
-                  "VGG-style 6-conv net (paper 002's VGG16 layout shrunk to 28x28), standard training",
+                  "VGG-style 6-conv net (VGG16's layout, used by the VAE-GAN purification paper, shrunk to 28x28), standard training",
                   train=dict(epochs=12, lr=0.05, seed=1), train_quick=dict(epochs=1, n_train=5000, n_test=1000)))
 # adversarially trained (lecture 03): Linf eps 0.1, the course's default Fashion-MNIST threat model
 _AT = "advlab.training.adversarial"
@@ -55,7 +55,7 @@ register(ZooEntry("fmnist/trades", "cnn", "fashion_mnist",
                   train_quick=dict(epochs=1, n_train=2000, n_test=500, steps=2), trainer=_AT))
 register(ZooEntry("fmnist/fgsm-at", "cnn", "fashion_mnist",
                   "SmallCNN, fast FGSM-AT (Wong et al. 2020): one FGSM step of 1.25 eps from a random start "
-                  "at Linf eps 0.1 (paper 004's 'Adv Tr' column)",
+                  "at Linf eps 0.1 (the 'Adv Tr' column of the LQ-VAE paper's tables)",
                   train=dict(method="fgsm", eps=0.1, epochs=20, lr=0.05, seed=8),
                   train_quick=dict(epochs=1, n_train=2000, n_test=500), trainer=_AT))
 
@@ -70,18 +70,18 @@ register(ZooEntry("fmnist/wgan-gp", "wgan-gp-generator", "fashion_mnist",
                                    eval_steps=10, eval_restarts=2),
                   arch_kwargs=dict(latent_dim=128, width=32),
                   builder="advlab.purifiers.defense_gan.model:build_generator", trainer="advlab.purifiers.defense_gan.train"))
-# paper 002's purifier: encoder, decoder and discriminator in one state_dict
+# the VAE-GAN purifier (Agarwal et al.): encoder, decoder and discriminator in one state_dict
 register(ZooEntry("fmnist/vaegan", "vaegan", "fashion_mnist",
-                  "VAE-GAN (Larsen et al. 2016; paper 002): encoder, DCGAN decoder and discriminator whose "
+                  "VAE-GAN (Larsen et al. 2016; as in Agarwal et al.'s purification network): encoder, DCGAN decoder and discriminator whose "
                   "features give the reconstruction loss; latent 128, width 32, gamma 100, pixel weight 1, "
-                  "Adam 3e-4 betas (0.5, 0.999), 50 epochs (paper 002)",
+                  "Adam 3e-4 betas (0.5, 0.999), 50 epochs (Agarwal et al.)",
                   train=dict(iters=46875, batch_size=64, seed=6),
                   train_quick=dict(iters=20, batch_size=32, n_train=2000, log_every=5, ckpt_every=10, eval_n=64),
                   arch_kwargs=dict(latent_dim=128, width=32),
                   builder="advlab.purifiers.vaegan.model:build_vaegan", trainer="advlab.purifiers.vaegan.train"))
-# paper 004's purifier: encoder, decoder 1 (g, inference) and decoder 2 (h, training) in one state_dict
+# the LQ-VAE purifier (Kyatham et al.): encoder, decoder 1 (g, inference) and decoder 2 (h, training) in one state_dict
 register(ZooEntry("fmnist/lqvae", "lqvae", "fashion_mnist",
-                  "LQ-VAE (paper 004, Algorithm 1): encoder with the Lipschitz penalty (||grad_x (v . mu)|| - K)^2, "
+                  "LQ-VAE (Kyatham et al., Algorithm 1): encoder with the Lipschitz penalty (||grad_x (v . mu)|| - K)^2, "
                   "K 1, v a random unit latent direction; KL to N(0, I) with weight 0.1; 128 latent bits (chosen by the search in docs/results/lqvae_search_*), H = sign, "
                   "H~ = tanh(2 z / 0.5) in training; decoders g (on H(z), used to purify) and h (on H~(z), trains "
                   "the encoder), DCGAN layout width 32; Adam 1e-3, 50 epochs",

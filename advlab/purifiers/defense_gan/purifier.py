@@ -39,13 +39,9 @@ class DefenseGAN(Defense):
     steps, restarts: L and R (paper: 200 and 10; the quick profile uses fewer and should say so).
     lr, momentum, decay_at: the search's SGD (paper code: 10, 0.7, 0.8). lr is 0.1 here: it acts on
         our loss scale (each image's mean over pixels), and the paper's 10 makes the search diverge
-        to saturated images with the zoo's fmnist/wgan-gp (on 64 test images at L = 200, R = 10,
-        per-pixel error 0.068 and 56% fmnist/cnn accuracy on G(z*), against 91% on the originals).
-        On 1000 test images (seed 0, L = 200, R = 10, grey box = PGD-40 at Linf 0.1 on fmnist/cnn),
-        clean / grey-box accuracy and reconstruction error: lr 1: 81.5 / 62.5% / 0.0091;
-        lr 0.3: 87.2 / 64.9% / 0.0055; lr 0.1: 86.3 / 68.5% / 0.0065. A closer fit also re-creates
-        more of the perturbation: L = 500 at lr 0.3 fits better (0.0043) and drops grey box to 59.3%.
-        scripts/purifier_sweep.py runs the search.
+        to saturated images with the zoo's fmnist/wgan-gp. lr 0.1 won a search of lr, L and R on
+        1000 test images (scripts/purifier_sweep.py; docs/results/sweep_defense-gan_n1000_seed0.md
+        and _seed1.md); a closer fit also re-creates more of the perturbation.
     seed: seeds the defense's own random stream of initial latents (each call draws new ones).
     unroll: search steps re-run with autograd by the "generator" BPDA backward.
     """

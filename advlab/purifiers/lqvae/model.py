@@ -1,5 +1,6 @@
-"""The LQ-VAE of paper 004 (Kyatham, Mishra & Prathosh): a VAE with a Lipschitz-constrained encoder,
-a quantised latent space and two decoders, for 28x28 grey images.
+"""The LQ-VAE of Kyatham, Mishra & Prathosh, "Variational Inference with Latent Space Quantization for
+Adversarial Resilience": a VAE with a Lipschitz-constrained encoder, a quantised latent space and two
+decoders, for 28x28 grey images.
 
     model, metrics = train_lqvae(LQVAEConfig(iters=2000))
     mu, logvar = model.encode(x)              # (N, 1, 28, 28) -> (N, latent_dim) twice
@@ -7,7 +8,7 @@ a quantised latent space and two decoders, for 28x28 grey images.
     x_pure = model.g(codes)                   # decoder 1: (N, latent_dim) -> (N, 1, 28, 28) in [0, 1]
     x_pure = model(x)                         # the same three steps: g(H(mu(x)))
 
-What the paper says (Algorithm 1; `/work/shared/papers/004_*` and NOTES.md):
+What the paper says (its Algorithm 1):
   encoder f_theta   x -> (mu, sigma); z ~ N(mu, sigma^2) during training
   H, H~             a quantiser H used at inference and a differentiable approximation H~ of it
   decoder 2 (h_psi) a copy of g made at the start; learns on H~(z) and is the one whose error
@@ -15,7 +16,7 @@ What the paper says (Algorithm 1; `/work/shared/papers/004_*` and NOTES.md):
   decoder 1 (g_phi) learns on H(z): L_g = sum_i ||x_i - g(H(z_i))||^2; used at inference
   encoder loss      L_f = L_h + sum_i KL(N(mu_i, sigma_i^2) || N(0, I)) + sum_i (||grad_x f(x_i)||_2 - K)^2
   updates           theta by grad L_f, phi by grad L_g, psi by grad L_h (each network its own loss)
-Inference (the purifier, advlab.defenses.lqvae): x -> H(f(x)) -> g -> classifier. The paper's latent
+Inference (the purifier, advlab.purifiers.lqvae.purifier): x -> H(f(x)) -> g -> classifier. The paper's latent
 analysis counts the fraction of code bits an adversarial example flips (about 90% of CW adversaries
 on MNIST flip fewer than 6%): `code_flips` computes it per image.
 
@@ -34,19 +35,9 @@ What the paper does not give, and what we chose (all are fields of LQVAEConfig /
   K         lipschitz_k=1: the encoder mean may stretch an input perturbation by at most about 1 in L2
             (an adversarial L2 step of 1.5 moves the latent by at most ~1.5 over all coordinates,
             while distinct images lie ~5-10 apart in pixel L2 and their latents ~sqrt(2 * latent_dim)
-            apart under the prior); WGAN-GP's value for its own (||grad|| - 1)^2. Measured (table
-            below): an encoder trained without the penalty reaches a gain of 1.08 after 1500 steps and
-            is still rising, so K = 1 mostly stops the gain from growing in a long run; K = 0.5 was not
-            reached at weight 1 (gain 0.82) and cost about 2 points of purified accuracy.
-  latent    latent_dim=64 (the config default; the zoo model uses 128): 64 bits per image were chosen
-            first because fewer bits leave a perturbation less to change (our reasoning). Measured
-            afterwards (16000 iterations per variant on an H100, 1000 test images, fmnist/cnn, PGD-40
-            at Linf 0.1; clean / grey box / BPDA with straight-through; docs/results/lqvae_search_*.md):
-            64 bits 76.8 / 72.2 / 50.7%; 128 bits 81.2 / 74.8 / 48.6%; at KL weight 0.01: 64 bits
-            80.2 / 70.3 / 18.5%, 128 bits 85.2 / 76.2 / 29.8% (a smaller KL weight trades adaptive
-            robustness for clean accuracy). The reasoning did not hold: 128 bits purify better at the
-            same BPDA robustness, so the zoo entry fmnist/lqvae sets latent_dim=128 (retrained for
-            46875 steps; its defense reports are in the manifest and docs/results).
+            apart under the prior); WGAN-GP's value for its own (||grad|| - 1)^2. The measurements behind K are in docs/results/lqvae_design.md.
+  latent    latent_dim=64 is the config default; the zoo model uses 128, chosen by a search of latent size
+            and KL weight (docs/results/lqvae_search_*.md, summarised in docs/results/lqvae_design.md).
   penalty   penalty="projection": ||grad_x (v . mu(x))||_2 with v a fresh random unit vector of the
             latent space per image and step (a sliced gradient penalty). The encoder is vector-valued,
             so "||grad_x f(x)||_2" needs a reading. We penalise the mean mu only (sigma is not used at
@@ -57,51 +48,31 @@ What the paper does not give, and what we chose (all are fields of LQVAEConfig /
             the latent size. penalty="jacobian" is the literal alternative, the Frobenius norm
             ||J||_F (then K bounds sqrt(sum of squared singular values), ~sqrt(latent_dim) times
             the per-direction gain): exact, but latent_dim backward passes per step: a training step
-            costs 14x the one with the projection (measured below).
+            costs 14x the one with the projection (docs/results/lqvae_design.md).
             The penalty needs per-example gradients: the encoder has no batch norm, so the gradient
             of sum_i v_i . mu(x_i) with respect to x_i is J_i^T v_i.
-  decoders  g and h have the DCGAN layout of `advlab.generative.wgan.Generator` (width 32); h starts as
+  decoders  g and h have the DCGAN layout of `advlab.generative.blocks.Generator` (width 32); h starts as
             an exact copy of g (Algorithm 1, line 1).
   losses    per image as in Algorithm 1 (summed squared error over pixels, KL summed over latent
             coordinates, the penalty), averaged over the batch; kl_weight and lipschitz_weight scale
             the last two. The paper's weights are 1 and 1; we keep lipschitz_weight = 1 but use
             kl_weight = 0.1: a summed squared error is a Gaussian likelihood of variance 1/2, far wider
-            than the real pixel errors (~0.015 per pixel), so at weight 1 the KL wins, the codes carry
-            ~9 nats and the purified images lose the class (59% accuracy of fmnist/cnn after 1500
-            steps, against 73% at 0.1). At 0.01 the posterior narrows (|mu| 0.24 instead of 0.65 on
-            average) and the bits lose their margin: random noise of std 0.1 flips 6.7% of them
-            instead of 3.8%, and so do adversarial examples (6.1% instead of 4.2%).
+            than the real pixel errors (~0.015 per pixel), so at weight 1 the KL wins and the purified
+            images lose the class (measurements: docs/results/lqvae_design.md).
   optimiser one Adam (lr 1e-3) over all parameters, stepped on L_f + L_g: the three parameter sets are
             disjoint and L_g reaches the encoder only through H, which has no gradient (we detach it),
             so the gradient of the sum on theta, phi and psi is exactly Algorithm 1's three gradients,
             at the cost of one backward pass (tests/test_lqvae.py checks the routing).
 
 Threat model relevance. H has zero gradient almost everywhere: an attacker who differentiates the
-purifier sees nothing, which is gradient masking, not robustness. The defense (advlab.defenses.lqvae)
+purifier sees nothing, which is gradient masking, not robustness. The defense (advlab.purifiers.lqvae.purifier)
 therefore names the approximations an adaptive attacker should use (straight-through through H,
 BPDA with the identity, or the soft path through H~ and g). Train it with
 `advlab train fmnist/lqvae --profile full` (GPU recommended; on one CPU thread 46875 steps at
 0.081 s are about 1.1 h, several times that when the cores are shared).
 
-Measured on one CPU thread (latent 64, width 32, medians; a 2-core machine whose other core ran a
-training; wall clock equalled the thread's CPU time within 3%):
-  training step at batch 64, penalty on (projection)   0.081 s
-  training step at batch 64, penalty off               0.062 s   (the penalty adds 30%)
-  training step at batch 64, penalty="jacobian"        1.16 s    (14x the projection)
-  purification g(H(mu(x))) at batch 256                5480 images/s
-With both cores busy with other trainings the same steps took ~10x longer in wall clock (0.82 s and
-0.60 s) for the same CPU time.
-Short runs choosing the defaults (1500 steps, seed 0; 500 test images, fmnist/cnn; grey box = PGD-20,
-Linf 0.1 on the classifier alone, 0% undefended; flips = code bits flipped by those examples):
-  kl_weight  K      purified acc  grey box  flips mean  images < 6% flipped  noise flips
-  1          1      59.4%         56.0%     6.1%        47%                  8.5%
-  0.1        1      73.0%         68.6%     4.2%        70%                  3.8%
-  0.01       1      77.4%         69.2%     6.1%        45%                  6.7%
-  0.1        off    76.0%         69.2%     4.1%        73%                  3.6%
-  0.1        0.5    70.8%         65.8%     3.8%        77%                  3.5%
-On 500 images a difference of 2 points is within noise: after 1500 steps the penalty at K = 1 shows
-no measurable effect either way; its purpose (bounding how far an attacker can move mu) is for the
-adaptive evaluation of the trained model to show.
+Timings of a training step and of purification, and the short runs that chose the defaults, are in
+docs/results/lqvae_design.md.
 """
 from __future__ import annotations
 
@@ -268,7 +239,7 @@ def lipschitz_penalty(encoder: nn.Module, x: torch.Tensor, K: float = 1.0, kind:
 def code_flips(model: LQVAEModel, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     """Fraction of latent coordinates whose quantised level differs between H(mu(x)) and H(mu(x_adv)),
     per image, (N,) in [0, 1]; for two levels, the fraction of code bits the perturbation flips
-    (paper 004's histogram). x, x_adv: images (N, C, H, W) in [0, 1] of the same shape."""
+    (the LQ-VAE paper's histogram). x, x_adv: images (N, C, H, W) in [0, 1] of the same shape."""
     check_images(x, "x")
     check_images(x_adv, "x_adv")
     if x_adv.shape != x.shape:

@@ -1,5 +1,6 @@
-"""The LQ-VAE purifier of paper 004 (Kyatham et al.): encode with a Lipschitz-constrained encoder,
-quantise the latent, decode with decoder 1 (g), classify.
+"""The LQ-VAE purifier of Kyatham, Mishra & Prathosh, "Variational Inference with Latent Space
+Quantization for Adversarial Resilience": encode with a Lipschitz-constrained encoder, quantise the
+latent, decode with decoder 1 (g), classify.
 
     defense = LQVAE.from_zoo("fashion_mnist")                 # LQ-VAE = zoo fmnist/lqvae, fmnist/cnn
     logits = defense(x)                                       # classifier(g(H(mu(x))))
@@ -7,10 +8,8 @@ quantise the latent, decode with decoder 1 (g), classify.
 
 Purification of x (N, C, H, W) in [0, 1]: z = mu(x) (the posterior mean: deterministic), codes = H(z)
 (sign(z) for the zoo model's two levels), x' = g(codes). No search, one forward pass: this is why the
-paper calls it orders of magnitude faster than Defense-GAN. Measured on one CPU thread at batch 256
-(zoo-sized model: latent 64, width 32): purify 5480 images/s; with fmnist/cnn the whole defense
-1490 images/s.
-The model and its training are in advlab.generative.lqvae.
+paper calls it orders of magnitude faster than Defense-GAN (measured throughputs: the defense reports
+in docs/results). The model and its training are in advlab.purifiers.lqvae.model and .train.
 
 Classifier. The paper's classifiers A, B, C are three architectures; the zoo has fmnist/cnn (the
 default, as for Defense-GAN), fmnist/vgg and fmnist/mlp: pass `classifier="fmnist/vgg"` to from_zoo.
@@ -27,8 +26,6 @@ zero input gradient (differentiable=False): attacking `defense` itself is the br
                      reports 57.41% on Fashion-MNIST; the paper does not say which approximation).
   "soft"             BPDA whose backward is the gradient of g(H~(mu(x))), H~ the model's soft
                      quantiser (tanh(2 z / temperature) for two levels) at its training temperature.
-One input gradient at batch 256 with fmnist/cnn takes 0.46 s (straight-through), 0.32 s (identity) and
-0.48 s (soft) on one CPU thread: a PGD-40 adaptive attack on 256 images is ~20 s.
 """
 from __future__ import annotations
 
@@ -73,7 +70,7 @@ class LQVAE(Defense):
 
     def code_flips(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         """Per image, the fraction of latent levels (bits, for two levels) that x_adv changes in H(mu(x)),
-        (N,) in [0, 1]: paper 004's bit-flip analysis."""
+        (N,) in [0, 1]: the LQ-VAE paper's bit-flip analysis."""
         from advlab.purifiers.lqvae.model import code_flips
         return code_flips(self.lqvae, x, x_adv)
 

@@ -1,4 +1,4 @@
-"""The VAE-GAN of paper 002 (Agarwal et al.), after Larsen et al. 2016, for 28x28 grey images.
+"""The VAE-GAN of Agarwal, Verma & Momin, "Enhancing Adversarial Robustness through a Purification Network", after Larsen et al. 2016, for 28x28 grey images.
 
     model, metrics = train_vaegan(VAEGANConfig(iters=2000))
     mu, logvar = model.encode(x)                 # (N, 1, 28, 28) -> (N, latent_dim) twice
@@ -32,7 +32,7 @@ budget (set pixel_weight = 0 for the pure VAE/GAN objective). All means are per 
 
 Threat-model relevance. The purifier (advlab.purifiers.vaegan) encodes and decodes an input, then
 climbs the discriminator's "real" score: every part is differentiable, so an adaptive attacker
-attacks it end to end (no BPDA needed), which is what paper 002 did not evaluate.
+attacks it end to end (no BPDA needed), which the paper did not evaluate.
 Train it with `advlab train fmnist/vaegan --profile full` (GPU recommended).
 """
 from __future__ import annotations

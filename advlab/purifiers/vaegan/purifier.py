@@ -1,5 +1,6 @@
-"""The VAE-GAN purification network of paper 002 (Agarwal et al.): encode, decode, then climb the
-discriminator's "real" score, and classify the result.
+"""The VAE-GAN purification network of Agarwal, Verma & Momin, "Enhancing Adversarial Robustness
+through a Purification Network": encode, decode, then climb the discriminator's "real" score, and
+classify the result.
 
     defense = VAEGANPurifier.from_zoo("fashion_mnist")        # VAE-GAN = zoo fmnist/vaegan, VGG classifier
     logits = defense(x)                                       # classifier(purify(x))
@@ -7,12 +8,12 @@ discriminator's "real" score, and classify the result.
 Purification of x (N, C, H, W) in [0, 1]:
   1. z = mu(x) (sample=False), or z ~ q(z|x) = N(mu, exp(logvar)) (sample=True, stochastic);
   2. x' = Dec(z), the VAE's projection on the data manifold;
-  3. `steps` discriminator-guided steps towards "real" (paper 002's idea of driving inputs back to the
+  3. `steps` discriminator-guided steps towards "real" (the paper's idea of driving inputs back to the
      manifold with the discriminator's gradient), in image space (space="image"):
          x' <- clip_[0,1](x' + step_size * g / ||g||_2),   g = grad_x' Dis(x')
      or in latent space (space="latent"): z <- z + step_size * g / ||g||_2, g = grad_z Dis(Dec(z)),
      then x' = Dec(z). Normalised steps make step_size an L2 distance per step.
-Paper 002 gives neither the number of steps nor the step size: the defaults (2 steps of L2 size 0.25
+The paper gives neither the number of steps nor the step size: the defaults (2 steps of L2 size 0.25
 in latent space, from a search: see VAEGANPurifier) are our choice; steps=0 is the plain VAE reconstruction.
 
 Threat model. Every stage is differentiable: the guidance steps are taken with create_graph=True
@@ -52,16 +53,14 @@ def discriminator_step(D: nn.Module, x: torch.Tensor, step_size: float, decode: 
 
 
 class VAEGANPurifier(Defense):
-    """Paper 002's purifier: forward(x) = classifier(guide(Dec(z(x)))), see the module docstring.
+    """The VAE-GAN purifier: forward(x) = classifier(guide(Dec(z(x)))), see the module docstring.
 
     vaegan: a module with encode(x) -> (mu, logvar), decode(z) -> images in [0, 1], `discriminator`
-        (images -> (N,) logits of "real") and `latent_dim`, e.g. advlab.generative.VAEGAN.
+        (images -> (N,) logits of "real") and `latent_dim`, e.g. advlab.purifiers.vaegan.model.VAEGAN.
     steps, step_size: discriminator-guided steps and their L2 length. space: "latent" (guide z, then
         decode) or "image" (guide the decoded image). Defaults 2, 0.25, "latent": the highest grey-box
-        accuracy with clean accuracy >= 80% in a search on 1000 test images (seed 0; fmnist/vgg,
-        PGD-40 at Linf 0.1): 81.9% clean, 77.3% grey box, 27.0% end to end (PGD-40, exact gradient).
-        Plain reconstruction (steps 0) gave 82.7 / 76.1 / 15.1%; image-space steps of 0.5 and more
-        cost clean accuracy (5 x 0.5: 71.8 / 64.5 / 14.3%). scripts/purifier_sweep.py runs the search.
+        accuracy with clean accuracy >= 80% in a search on 1000 test images (scripts/purifier_sweep.py;
+        the table is docs/results/sweep_vaegan_n1000_seed0.md).
     space: "image" (guide the decoded image) or "latent" (guide z, then decode).
     sample: False uses the posterior mean (deterministic); True samples z ~ q(z|x) (stochastic,
         drawn with purify's `generator`, by default the defense's own stream seeded by `seed`).
@@ -77,7 +76,7 @@ class VAEGANPurifier(Defense):
         if not isinstance(vaegan, nn.Module) or not all(hasattr(vaegan, a) for a in
                                                        ("encode", "decode", "discriminator", "latent_dim")):
             raise ValueError(f"vaegan: expected a module with encode, decode, discriminator and latent_dim "
-                             f"(e.g. advlab.generative.VAEGAN), got {type(vaegan).__name__}")
+                             f"(e.g. advlab.purifiers.vaegan.model.VAEGAN), got {type(vaegan).__name__}")
         if space not in SPACES:
             raise ValueError(f"space: must be one of {SPACES}, got {space!r}")
         if not isinstance(sample, bool):

@@ -22,7 +22,7 @@ class VAEGANConfig:
     dataset: str = "fashion_mnist"
     latent_dim: int = 128
     width: int = 32
-    iters: int = 46875            # paper 002: 50 epochs of 60000 images at batch size 64
+    iters: int = 46875            # Agarwal et al.: 50 epochs of 60000 images at batch size 64
     batch_size: int = 64
     gamma: float = 100.0          # decoder: gamma * reconstruction + GAN
     kl_weight: float = 1.0
