@@ -268,7 +268,7 @@ class _CountingAttack:
 
 
 def _reference_transfer(models: dict, attack, x, y) -> torch.Tensor:
-    from advlab.evaluate import accuracy
+    from advlab.metrics import accuracy
     names = list(models)
     table = torch.zeros(len(names), len(names), dtype=torch.float64)
     for i, s in enumerate(names):
@@ -284,7 +284,7 @@ def check_transfer_table(student) -> str:
     entry [i, j] is the accuracy of target model j on attack(source model i, x, y); models is a dict
     name -> model and rows/columns follow its order."""
     what = "your transfer_table"
-    from advlab.evaluate import accuracy
+    from advlab.metrics import accuracy
     nets, x, y = _tiny_zoo()
     names = list(nets)
     atk = _CountingAttack()

@@ -34,7 +34,7 @@ class _ModeSpy(torch.nn.Module):
 
 
 def _ref_pgd_at(model, x, y, eps, alpha, steps):
-    from advlab.defenses.adversarial_training import pgd_linf
+    from advlab.training.adversarial import pgd_linf
     return pgd_linf(model, x, y, eps, alpha, steps, random_start=False)
 
 

@@ -4,7 +4,7 @@ Defense-GAN (Samangouei, Kabkab & Chellappa, "Defense-GAN: Protecting Classifier
 Adversarial Attacks Using Generative Models") purifies x by searching the latent z whose G(z) is
 closest to x, from several random starts. The check uses a tiny fixed generator and a few steps,
 so that the restarts end at clearly different errors and the winning restart differs between
-images; the answer is compared with advlab.defenses.defense_gan.latent_search, and on a mismatch
+images; the answer is compared with advlab.generative.latent_search.latent_search, and on a mismatch
 with re-runs of the search that each change one thing (the prior's scale, the order of the
 latents, the loss reduction, momentum, the number of steps). BPDA (Athalye, Carlini & Wagner,
 "Obfuscated Gradients Give a False Sense of Security") is checked with a non-differentiable
@@ -88,7 +88,7 @@ def check_latent_search_restarts(student) -> str:
     sqrt(d); per image the error is the mean over pixels of (G(z) - x)^2; `steps` steps of SGD with
     momentum on the sum of the errors (v <- momentum * v + grad, z <- z - lr * v); per image the restart
     with the lowest final error wins; x_rec = G(z*) (N, C, H, W), err its error (N,)."""
-    from advlab.defenses.defense_gan import latent_search
+    from advlab.generative.latent_search import latent_search
     what = "your latent_search_restarts"
     G, x, steps, R, lr, mom = _latent_search_case()
     n, d = len(x), G.latent_dim

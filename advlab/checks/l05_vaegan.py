@@ -6,7 +6,7 @@ Network") decodes the VAE's code of x and climbs the discriminator's "real" scor
 steps. The checks use a tiny fixed discriminator, decoder and encoder: the step is checked in
 image space (clipped to [0, 1]) and in latent space (not clipped) against the wrong variants
 (descent, no or batch-wide or L∞ normalisation, wrong clipping); the latent purifier is compared
-in value with advlab.defenses.vaegan.VAEGANPurifier(space="latent") and in gradient with autograd
+in value with advlab.purifiers.vaegan.purifier.VAEGANPurifier(space="latent") and in gradient with autograd
 through it, so that a step direction treated as a constant (no create_graph) is caught: an
 adaptive attacker needs the exact gradient.
 """
@@ -161,7 +161,7 @@ def check_discriminator_step(student) -> str:
 
 
 def _toy_vaegan():
-    """A tiny VAE-GAN with the interface of advlab.generative.VAEGAN (encode -> (mu, logvar), decode,
+    """A tiny VAE-GAN with the interface of advlab.purifiers.vaegan.model.VAEGAN (encode -> (mu, logvar), decode,
     discriminator, latent_dim 8), from _toy_vaegan_parts plus a linear encoder. Fresh per call."""
     nn = torch.nn
     D, dec = _toy_vaegan_parts()
@@ -202,7 +202,7 @@ def check_purify_latent(student) -> str:
     discriminator steps, differentiable in x with the exact gradient (create_graph=True) when x requires
     grad. Compared in value with VAEGANPurifier(space="latent").purify and in gradient (a vector-Jacobian
     product) with autograd through it."""
-    from advlab.defenses.vaegan import VAEGANPurifier
+    from advlab.purifiers.vaegan.purifier import VAEGANPurifier
     what = "your purify_latent"
     V = _toy_vaegan()
     x = fixed_images(5, seed=57)

@@ -3,7 +3,7 @@ straight-through and soft relaxations).
 
 The LQ-VAE (Kyatham, Mishra & Prathosh, "Variational Inference with Latent Space Quantization for
 Adversarial Resilience") constrains its encoder with a penalty on the norm of a random projection
-of its Jacobian. The penalty is compared with advlab.generative.lqvae.lipschitz_penalty in value
+of its Jacobian. The penalty is compared with advlab.purifiers.lqvae.model.lipschitz_penalty in value
 and in its gradient for the encoder's weights (a double backward, which only works with
 create_graph=True), on a tiny smooth encoder whose Jacobian depends on the input; on a mismatch
 the usual variants (squared norm, no square, an unnormalised or all-ones direction, logvar instead
@@ -74,8 +74,8 @@ def check_gradient_norm_penalty(student) -> str:
     """Exercise 06.1: gradient_norm_penalty(encoder, x, K=1.0, generator=None) -> (N,) the penalty
     (||grad_x (v_i . mu(x_i))||_2 - K)^2 per image, v_i = randn(N, d, generator) / its row norm,
     differentiable for the encoder's parameters (create_graph=True); equal to
-    advlab.generative.lqvae.lipschitz_penalty(encoder, x, K, "projection", generator)."""
-    from advlab.generative.lqvae import lipschitz_penalty
+    advlab.purifiers.lqvae.model.lipschitz_penalty(encoder, x, K, "projection", generator)."""
+    from advlab.purifiers.lqvae.model import lipschitz_penalty
     what = "your gradient_norm_penalty"
     x = fixed_images(5, seed=62)
     n = len(x)
@@ -170,8 +170,8 @@ def check_quantiser(student) -> str:
     """Exercise 06.2: quantise(z, relax="hard", temperature=0.5) on latents z (N, d):
     "hard" H(z) = sign(z) in {-1, +1}; "straight-through" H(z) in value with the gradient of the identity;
     "soft" H~(z) = tanh(2 z / temperature) (the two-level soft quantiser of the library, differentiable,
-    tending to H(z) as temperature -> 0). Compared with advlab.generative.lqvae.Quantiser(levels=2)."""
-    from advlab.generative.lqvae import Quantiser
+    tending to H(z) as temperature -> 0). Compared with advlab.purifiers.lqvae.model.Quantiser(levels=2)."""
+    from advlab.purifiers.lqvae.model import Quantiser
     what = "your quantise"
     q = Quantiser(levels=2, span=1.0)
     z, u = _quantiser_case()
