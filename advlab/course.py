@@ -16,7 +16,13 @@ OUT_DIR = OUT/results/NN (OUT/results/<kind>/NN for solutions and exercises), pl
 INTERACTIVE=False where a notebook defines it (so no widgets are displayed in batch runs).
 Exercise notebooks run cell by cell with nbclient: an error is tolerated only when it is the
 NotImplementedError of a blank (the cell is tagged `raises-exception` in the executed copy, so
-nbval accepts it too); any other error fails the run.
+nbval accepts it too); any other error fails the run. Both runners print a line per executed code
+cell (`--progress cells`, the default) and start their kernels with KERNEL_ARGUMENTS (a quiet kernel
+log: no "running over TCP without encryption" warning per notebook).
+
+Inside a notebook, `results_dir(OUT_DIR)` resolves the OUT_DIR parameter: absolute paths as they
+are, relative ones against the repository root (find_root), never against the kernel's working
+directory.
 """
 from __future__ import annotations
 
@@ -37,18 +43,59 @@ KERNEL_NAME = "python3"
 _NB_RE = re.compile(r"^(\d\d)_.*\.ipynb$")
 
 
+def _is_course_root(folder: Path) -> bool:
+    return (folder / "notebooks").is_dir() and ((folder / "advlab").is_dir() or (folder / "pyproject.toml").is_file())
+
+
+def find_root(start: str | Path | None = None) -> Path | None:
+    """The course's repository root at or above `start` (default: the current directory): the first
+    folder, walking up, that holds notebooks/ and advlab/ (or pyproject.toml); None if there is none."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if _is_course_root(folder):
+            return folder
+    return None
+
+
 def repo_root(root: str | Path | None = None) -> Path:
-    """The folder holding notebooks/: `root`, else the current directory if it has notebooks/,
-    else the checkout this package lives in."""
+    """The folder holding notebooks/: `root`, else the current directory if it has notebooks/, else
+    the repository root above the current directory (find_root), else the checkout this package lives
+    in, else the current directory."""
     if root is not None:
         return Path(root)
     cwd = Path.cwd()
     if (cwd / "notebooks").is_dir():
         return cwd
+    found = find_root(cwd)
+    if found is not None:
+        return found
     here = Path(__file__).resolve().parent.parent
     if (here / "notebooks").is_dir():
         return here
     return cwd
+
+
+def results_dir(out_dir: str | Path, root: str | Path | None = None, create: bool = True) -> Path:
+    """The folder a notebook writes its result files to, from its OUT_DIR parameter.
+
+    An absolute OUT_DIR is used as it is (`advlab course run` passes absolute paths). A relative one
+    is taken relative to the repository root, not to the kernel's working directory, so that
+    `jupyter lab notebooks/`, papermill from the repository root and a kernel started anywhere inside
+    the checkout all write build/results/NN at the top of the checkout. The root is `root`, else
+    find_root() from the current directory, else the checkout this package lives in (if it holds
+    notebooks/), else the current directory. The folder is created unless create=False."""
+    path = Path(out_dir).expanduser()
+    if not path.is_absolute():
+        if root is None:
+            root = find_root()
+        if root is None:
+            here = Path(__file__).resolve().parent.parent
+            root = here if (here / "notebooks").is_dir() else Path.cwd()
+        path = Path(root) / path
+    path = path.resolve()
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _parse_only(only) -> set[str] | None:
@@ -267,7 +314,84 @@ def _parameters_for(nb, profile: str, device: str, out_dir: Path, extra: dict | 
     return params
 
 
-def _execute_exercises(src: Path, dst: Path, params: dict, cwd: Path, timeout: int | None) -> list[str]:
+# The kernels of batch runs log at ERROR level: ipykernel's app logger otherwise warns at every kernel
+# start that it "is running over TCP without encryption" (ipykernel/kernelapp.py, init_sockets),
+# once per notebook. The kernel and the runner talk over the local loopback only. Cell outputs,
+# Python warnings inside cells and kernel errors are unaffected.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+PROGRESS_MODES = ("cells", "bar", "none")
+
+
+class _CellProgress:
+    """One line per executed code cell: `  [LABEL] cell 12/40 done in 3.1 s (25.0 s so far)  first line`."""
+
+    def __init__(self, label: str, nb=None, stream=None):
+        self.label, self.stream = label, stream
+        self.bind(nb)
+        self.t_start = time.perf_counter()
+        self.t_cell = self.t_start
+
+    def bind(self, nb) -> None:
+        """Count the code cells of `nb`, the notebook as executed (with papermill's injected cell)."""
+        self.code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"] if nb is not None else []
+
+    def start(self, index: int) -> None:
+        self.t_cell = time.perf_counter()
+
+    def done(self, cell, index: int, note: str = "") -> None:
+        if cell.cell_type != "code":
+            return
+        now = time.perf_counter()
+        k = self.code_cells.index(index) + 1 if index in self.code_cells else index + 1
+        first = next((ln.strip() for ln in cell.source.splitlines() if ln.strip()), "")
+        first = first if len(first) <= 60 else first[:57] + "..."
+        print(f"  [{self.label}] cell {k}/{len(self.code_cells)} {note or 'done'} in {now - self.t_cell:.1f} s "
+              f"({now - self.t_start:.1f} s so far)  {first}", file=self.stream or sys.stdout, flush=True)
+
+
+def _progress_engine(progress: "_CellProgress"):
+    """A papermill engine (nbclient's) that reports each cell to `progress`."""
+    from papermill.engines import NBClientEngine
+
+    class ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            start, complete = nb_man.cell_start, nb_man.cell_complete
+            progress.bind(nb_man.nb)
+
+            def cell_start(cell, cell_index=None, **kw):
+                progress.start(cell_index)
+                return start(cell, cell_index, **kw)
+
+            def cell_complete(cell, cell_index=None, **kw):
+                out = complete(cell, cell_index, **kw)
+                failed = cell.get("metadata", {}).get("papermill", {}).get("status") == "failed"
+                progress.done(cell, cell_index, "FAILED" if failed else "")
+                return out
+
+            nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    return ProgressEngine
+
+
+def _papermill_execute(src: Path, dst: Path, params: dict, cwd: Path, timeout: int | None, label: str,
+                       progress: str = "cells") -> None:
+    """papermill.execute_notebook with a quiet kernel and, for progress="cells", a line per cell."""
+    import papermill as pm
+    from papermill.engines import papermill_engines
+
+    engine = None
+    if progress == "cells":
+        engine = f"advlab-progress-{os.getpid()}"
+        papermill_engines.register(engine, _progress_engine(_CellProgress(label)))
+    pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL_NAME, cwd=str(cwd),
+                        progress_bar=progress == "bar", execution_timeout=timeout, engine_name=engine,
+                        extra_arguments=list(KERNEL_ARGUMENTS))
+
+
+def _execute_exercises(src: Path, dst: Path, params: dict, cwd: Path, timeout: int | None, label: str = "",
+                       progress: str = "cells") -> list[str]:
     """Run an exercise notebook cell by cell; tolerate only NotImplementedError. Returns the
     tolerated cells ('cell N'); raises RuntimeError on any other error (after saving dst)."""
     import nbformat
@@ -278,7 +402,9 @@ def _execute_exercises(src: Path, dst: Path, params: dict, cwd: Path, timeout: i
     from papermill.iorw import load_notebook_node
 
     nb = parameterize_notebook(load_notebook_node(str(src)), params, kernel_name=KERNEL_NAME)
-    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=timeout, resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=timeout, resources={"metadata": {"path": str(cwd)}},
+                            extra_arguments=list(KERNEL_ARGUMENTS))
+    report = _CellProgress(label or src.name, nb) if progress == "cells" else None
     tolerated = []
     error = None
     client.reset_execution_trackers()
@@ -287,6 +413,8 @@ def _execute_exercises(src: Path, dst: Path, params: dict, cwd: Path, timeout: i
         if info is not None and "language_info" in info["content"]:
             nb.metadata["language_info"] = info["content"]["language_info"]
         for i, cell in enumerate(nb.cells):
+            if report:
+                report.start(i)
             try:
                 client.execute_cell(cell, i, execution_count=client.code_cells_executed + 1)
             except CellExecutionError as e:
@@ -295,9 +423,15 @@ def _execute_exercises(src: Path, dst: Path, params: dict, cwd: Path, timeout: i
                     if "raises-exception" not in tags:
                         tags.append("raises-exception")
                     tolerated.append(f"cell {i}")
+                    if report:
+                        report.done(cell, i, "blank (NotImplementedError)")
                     continue
                 error = f"cell {i}: {e.ename}: {e.evalue}"
+                if report:
+                    report.done(cell, i, "FAILED")
                 break
+            if report:
+                report.done(cell, i)
     dst.write_text(dumps(nb), encoding="utf-8")
     nbformat.validate(nb)
     if error:
@@ -311,16 +445,22 @@ def _results_dir(out: Path, kind: str, number: str) -> Path:
 
 def run(profile: str = "quick", only=None, out: str | Path = "build", device: str = "cpu",
         kind: str = "notebooks", parameters: dict | None = None, timeout: int | None = 1800,
-        root: str | Path | None = None, progress: bool = False) -> int:
+        root: str | Path | None = None, progress: str | bool = "cells") -> int:
     """Execute the course notebooks with papermill; returns 0 if all ran, 1 otherwise.
 
     kind: "notebooks", "solutions", "exercises", a comma-separated list of them, or "all".
     Executed copies go to OUT/<kind>/NN_*.ipynb; each notebook writes its result files into the
     OUT_DIR it is given (OUT/results/NN for lectures). `parameters` adds/overrides parameters.
     Notebooks run with their executed copy's folder as working directory, as nbval does later.
+    progress: "cells" (a line per executed code cell, with its time), "bar" (papermill's tqdm bar)
+    or "none" (True and False mean "bar" and "none").
     """
     if profile not in ("quick", "full"):
         raise ValueError(f"profile: must be 'quick' or 'full', got {profile!r}")
+    if isinstance(progress, bool):
+        progress = "bar" if progress else "none"
+    if progress not in PROGRESS_MODES:
+        raise ValueError(f"progress: must be one of {PROGRESS_MODES}, got {progress!r}")
     kinds = KINDS if kind == "all" else tuple(k.strip() for k in kind.split(","))
     for k in kinds:
         if k not in KINDS:
@@ -349,12 +489,10 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
         note = ""
         try:
             if k == "exercises":
-                tolerated = _execute_exercises(src, dst, params, dst_dir, timeout)
+                tolerated = _execute_exercises(src, dst, params, dst_dir, timeout, label, progress)
                 note = f", {len(tolerated)} blank(s) not implemented" if tolerated else ""
             else:
-                import papermill as pm
-                pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL_NAME,
-                                    cwd=str(dst_dir), progress_bar=progress, execution_timeout=timeout)
+                _papermill_execute(src, dst, params, dst_dir, timeout, label, progress)
             status = "ok"
         except Exception as e:  # noqa: BLE001 -- reported, the run goes on with the next notebook
             status = "FAILED"
@@ -387,13 +525,16 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="cpu")
     r.add_argument("--kind", default="notebooks", help="notebooks, solutions, exercises (comma-separated) or all")
     r.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    r.add_argument("--progress", choices=PROGRESS_MODES, default="cells",
+                   help="cells: a line per executed code cell (default); bar: papermill's progress bar; none")
     m = sub.add_parser("make-exercises", help="generate exercises/ from solutions/")
     m.add_argument("--check", action="store_true", help="only report drift, write nothing")
     s = sub.add_parser("strip", help="remove outputs from notebooks in place")
     s.add_argument("paths", nargs="*", help="default: every notebook in notebooks/, solutions/, exercises/")
     args = p.parse_args(argv)
     if args.action == "run":
-        return run(args.profile, args.only, args.out, args.device, kind=args.kind, timeout=args.timeout)
+        return run(args.profile, args.only, args.out, args.device, kind=args.kind, timeout=args.timeout,
+                   progress=args.progress)
     if args.action == "make-exercises":
         return make_exercises(check=args.check)
     paths = args.paths or [p for k in KINDS for p in list_notebooks(k)]
