@@ -7,10 +7,17 @@
     advlab course make-exercises                   # solutions/ -> exercises/
     advlab bench attacks                           # PGD cost vs fwd+bwd and torchattacks
     advlab defense-report lqvae --n 1000           # clean, grey-box, adaptive and sanity rows
+
+A bad option or a failure the user can fix (unknown model, missing data, a checksum mismatch) ends
+with one line `advlab CMD: message` on stderr and exit status 2; ADVLAB_TRACEBACK=1 shows the
+traceback instead.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import shlex
 import sys
 
@@ -20,7 +27,13 @@ from advlab.training.zoo_entry import parse_setting as _setting, train_and_save 
 
 def _train(args) -> int:
     from advlab.training.zoo_entry import train_entry
-    return train_entry(args)
+    try:
+        return train_entry(args)
+    except TypeError as e:   # the config class refused a --set NAME: say so (the trainers build it from **kwargs)
+        m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if m and m.group(1) in {t.partition("=")[0] for t in args.set}:
+            raise ValueError(f"--set {m.group(1)}: not a config field of {args.name}'s training ({e})") from None
+        raise
 
 
 def _data(args) -> int:
@@ -56,20 +69,90 @@ def _defense_report(args) -> int:
 
 
 def _bench(args) -> int:
-    from advlab import bench
+    from advlab.evaluation import bench
     return bench.main(args.rest)
 
 
+# ------------------------------------------------------------------ option types: each error names its option
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `advlab CMD: argument --opt: ...` (no usage block), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def _int(low: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def _device(text: str) -> str:
+    if text == "auto":
+        return text
+    import torch
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device (auto, cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: CUDA is not available here")
+    return text
+
+
+def _zoo_name(text: str) -> str:
+    from advlab import zoo
+    if text not in zoo.REGISTRY:
+        raise argparse.ArgumentTypeError(f"unknown zoo model {text!r}; available: {', '.join(zoo.names())}")
+    return text
+
+
+def _setting_text(text: str) -> str:
+    try:
+        _setting(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--set: ")) from None
+    return text
+
+
+_COUNT, _SEED, _THREADS = _int(1), _int(0), _int(0)
+
+
+def _check_n(parser, dataset: str, n: int) -> None:
+    from advlab import data
+    have = data.info(dataset).n_test
+    if n > have:
+        parser.error(f"argument --n: {n} is more than the {have} images of {dataset}'s test split")
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="advlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="advlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a zoo model")
-    t.add_argument("name")
+    t.add_argument("name", type=_zoo_name)
     t.add_argument("--profile", choices=("quick", "full"), default="full")
-    t.add_argument("--device", default="auto")
+    t.add_argument("--device", type=_device, default="auto")
     t.add_argument("--out", default=None, help="zoo folder to write into (default: the package zoo for full, build/zoo for quick)")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    t.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+    t.add_argument("--threads", type=_THREADS, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--set", nargs="*", type=_setting_text, default=[], metavar="NAME=VALUE",
                    help="override config fields of the profile, e.g. iters=20000 latent_dim=128 (for searches)")
     t.set_defaults(func=_train)
     d = sub.add_parser("data", help="prepare datasets")
@@ -80,50 +163,87 @@ def main(argv=None) -> int:
     c.add_argument("--profile", choices=("quick", "full"), default="quick")
     c.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
     c.add_argument("--out", default="build")
-    c.add_argument("--device", default="cpu")
+    c.add_argument("--device", type=_device, default="cpu")
     c.add_argument("--kind", default="notebooks", help="notebooks, solutions, exercises, a comma list, or all")
     c.add_argument("--check", action="store_true", help="make-exercises: only report drift, write nothing")
     c.set_defaults(func=_course)
-    e = sub.add_parser("evaluate", help="robust accuracy of a zoo model (resumable; --record writes the manifest)")
-    e.add_argument("name")
+    e = sub.add_parser("evaluate", help="robust accuracy of a zoo model (resumable; --record writes a record)")
+    e.add_argument("name", type=_zoo_name)
     e.add_argument("--attack", choices=EVAL_ATTACKS, default="pgd")
-    e.add_argument("--eps", type=float, default=0.1)
-    e.add_argument("--alpha", type=float, default=0.01)
-    e.add_argument("--steps", type=int, default=40)
-    e.add_argument("--n", type=int, default=2000, help="test images (a fixed subset drawn with --seed)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--chunk", type=int, default=250, help="images per saved chunk")
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--threads", type=int, default=0)
-    e.add_argument("--record", action="store_true", help="add the result to the zoo manifest")
+    e.add_argument("--eps", type=_positive_float, default=0.1)
+    e.add_argument("--alpha", type=_positive_float, default=0.01)
+    e.add_argument("--steps", type=_COUNT, default=40)
+    e.add_argument("--n", type=_COUNT, default=2000, help="test images (a fixed subset drawn with --seed)")
+    e.add_argument("--seed", type=_SEED, default=0)
+    e.add_argument("--chunk", type=_COUNT, default=250, help="images per saved chunk")
+    e.add_argument("--cache", default="build/eval", help="folder of the saved chunks (the resume state)")
+    e.add_argument("--device", type=_device, default="cpu")
+    e.add_argument("--threads", type=_THREADS, default=0)
+    e.add_argument("--record", action="store_true",
+                   help="write the result to docs/results/records/NAME/KEY.json (evaluation.records)")
     e.set_defaults(func=_evaluate)
     r = sub.add_parser("defense-report", help="clean / grey-box / adaptive / sanity report of a zoo purifier")
     r.add_argument("name", choices=purifier_names())
-    r.add_argument("--classifier", default=None, help="zoo classifier (default: the defense's own)")
-    r.add_argument("--n", type=int, default=1000, help="test images (a fixed subset drawn with --seed)")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--eps", type=float, default=0.1)
-    r.add_argument("--alpha", type=float, default=0.01)
-    r.add_argument("--steps", type=int, default=40)
-    r.add_argument("--eot", type=int, default=8, help="EoT samples of the adaptive attack (stochastic defenses)")
+    r.add_argument("--classifier", type=_zoo_name, default=None, help="zoo classifier (default: the defense's own)")
+    r.add_argument("--n", type=_COUNT, default=1000, help="test images (a fixed subset drawn with --seed)")
+    r.add_argument("--seed", type=_SEED, default=0)
+    r.add_argument("--eps", type=_positive_float, default=0.1)
+    r.add_argument("--alpha", type=_positive_float, default=0.01)
+    r.add_argument("--steps", type=_COUNT, default=40)
+    r.add_argument("--eot", type=_COUNT, default=8, help="EoT samples of the adaptive attack (stochastic defenses)")
     r.add_argument("--backward", default=None, help="adaptive backward (default: the defense's first)")
-    r.add_argument("--adaptive-n", type=int, default=None, help="adaptive row on the first N images only")
-    r.add_argument("--sanity-n", type=int, default=200, help="large-eps sweep on the first N images")
-    r.add_argument("--speed-n", type=int, default=256, help="images of the purify throughput measurement")
+    r.add_argument("--adaptive-n", type=_COUNT, default=None, help="adaptive row on the first N images only")
+    r.add_argument("--sanity-n", type=_COUNT, default=200, help="large-eps sweep on the first N images")
+    r.add_argument("--speed-n", type=_COUNT, default=256, help="images of the purify throughput measurement")
     r.add_argument("--speed-only", action="store_true", help="only measure purify's images/s on --speed-n images")
-    r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="defense settings, e.g. steps=200")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--threads", type=int, default=0)
+    r.add_argument("--set", nargs="*", type=_setting_text, default=[], metavar="NAME=VALUE",
+                   help="defense settings, e.g. steps=200")
+    r.add_argument("--device", type=_device, default="auto")
+    r.add_argument("--threads", type=_THREADS, default=0)
     r.add_argument("--out", default="build/reports")
-    r.add_argument("--record", action="store_true", help="add the summary to the purifier's manifest record")
+    r.add_argument("--cache", default=None, help="folder of the cached grey-box adversarial images "
+                                                 "(default: build/cache/advsets)")
+    r.add_argument("--record", action="store_true",
+                   help="write the summary to docs/results/records/NAME+CLASSIFIER/ (evaluation.records)")
     r.set_defaults(func=_defense_report)
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+        if args.cmd == "evaluate":
+            from advlab import zoo
+            _check_n(e, zoo.REGISTRY[args.name].dataset, args.n)
+        elif args.cmd == "defense-report":
+            _check_n(r, "fashion_mnist", args.n)
+    except SystemExit as exc:     # --help (0), or a bad option whose one-line error is already printed (2)
+        return exc.code if isinstance(exc.code, int) else 0
     # the command as a user would type it, for the records (also under `python -m advlab.cli` and main([...]))
     args.command = "advlab " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    return args.func(args)
+    return _run(args)
+
+
+def _run(args) -> int:
+    """args.func(args); the errors a user can act on become one line on stderr and exit status 2."""
+    import warnings
+    from advlab import data, zoo
+    errors = (ValueError, zoo.NotTrainedError, zoo.ChecksumError, data.DataNotFoundError)
+
+    def one_line(text) -> str:
+        return " ".join(str(text).split())
+
+    def show(message, category, *_args, **_kw):   # warnings as one line too
+        print(f"advlab {args.cmd}: {category.__name__}: {one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        try:
+            return args.func(args)
+        except errors as exc:
+            if os.environ.get("ADVLAB_TRACEBACK"):
+                raise
+            print(f"advlab {args.cmd}: {one_line(exc)}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ changed, refresh its column and keep the others from an earlier run of the same 
 
 --reuse copies the Defense-GAN, Madry and Adv Tr columns from that json (after checking its n, seed
 and attack reprs) and the tables say so; --cache keeps each classifier's adversarial examples as
-safetensors (keyed by the attack's repr and the classifier's sha256), and --attacks-only fills it.
+safetensors (advlab.evaluation.adversarial_set: keyed by the classifier's sha256, the attack's repr
+and the subset), and --attacks-only fills it.
 """
 from __future__ import annotations
 
@@ -80,22 +81,14 @@ def table_002(args, device) -> dict:
 
 
 def adversarial(atk, name: str, clf, x, y, cache: Path | None, seed: int) -> torch.Tensor:
-    """atk(clf, x, y), read from / written to cache (safetensors) when a cache folder is given."""
+    """atk(clf, x, y); with a cache folder, crafted once through advlab.evaluation.adversarial_set
+    (keyed by the classifier's sha256, the attack's repr and the subset) and read back afterwards."""
     if cache is None:
         return atk(clf, x, y)
-    from safetensors.torch import load_file, save_file
-    meta = {"attack": repr(atk), "classifier": name, "sha256": zoo.info(name)["sha256"],
-            "n": str(len(x)), "seed": str(seed)}
-    path = cache / f"xadv_{name.replace('/', '__')}_{repr(atk).split('(')[0]}_n{len(x)}_seed{seed}.safetensors"
-    if path.exists():
-        from safetensors import safe_open
-        with safe_open(str(path), "pt") as f:
-            if f.metadata() == meta:
-                return load_file(str(path))["x_adv"].to(x.device)
-    x_adv = atk(clf, x, y)
-    cache.mkdir(parents=True, exist_ok=True)
-    save_file({"x_adv": x_adv.detach().cpu().contiguous()}, str(path), metadata=meta)
-    return x_adv
+    from advlab.evaluation import adversarial_set
+    subset = {"dataset": "fashion_mnist", "split": "test", "n": len(x), "seed": seed}
+    return adversarial_set.craft(clf, x, y, atk, model_sha256=zoo.info(name)["sha256"], subset=subset,
+                                 folder=cache, name=name, progress=False)
 
 
 def reused_columns(path: str | None, args) -> dict:
@@ -239,8 +232,9 @@ def main() -> None:
                 + f"\n\n**Black box: DeepFool on the substitute, transferred** (`{t['deepfool']}`), ours next to "
                   "paper 004's\n\n" + markdown(t["black_box"], bcols))
     name = f"paper{args.paper}_n{args.n}_seed{args.seed}"
-    (out / f"{name}.json").write_text(json.dumps(t, indent=1))
-    (out / f"{name}.md").write_text(text + "\n")
+    from advlab.zoo import atomic
+    atomic.write_json(out / f"{name}.json", t, indent=1)
+    atomic.write_text(out / f"{name}.md", text + "\n")
     print(text)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from advlab import cli, evaluate, models, zoo
+from advlab.evaluation import records
 from advlab.purifiers.lqvae.model import build_lqvae
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,7 +28,7 @@ def test_zoo_builds_the_recorded_sizes_not_the_registry_defaults(tiny_zoo):
     assert zoo.build("fmnist/lqvae").latent_dim == 128
 
 
-def test_defense_report_writes_json_markdown_and_the_manifest(tiny_zoo, capsys):
+def test_defense_report_writes_json_markdown_and_the_record(tiny_zoo, capsys):
     argv = ["defense-report", "lqvae", "--n", "12", "--steps", "2", "--adaptive-n", "6", "--sanity-n", "4",
             "--speed-n", "8", "--device", "cpu", "--threads", "1", "--record"]
     assert cli.main(argv) == 0
@@ -37,7 +38,7 @@ def test_defense_report_writes_json_markdown_and_the_manifest(tiny_zoo, capsys):
     assert "steps=2" in rep["grey_box"]["attack"] and rep["purify_speed"]["images_per_s"] > 0
     md = out.with_suffix(".md").read_text()
     assert "| images |" in md and "images/s" in md and md in capsys.readouterr().out
-    ev = zoo.info("fmnist/lqvae")["evaluations"]["defense_report_lqvae_fmnist/cnn_linf0.1"]
+    ev = records.evaluations("fmnist/lqvae")["defense_report_lqvae_fmnist/cnn_linf0.1"]
     grey = ev["grey box (attack on classifier, then defense)"]
     assert grey["acc"] == rep["grey_box"]["acc"] and grey["n"] == 12 and "PGD(" in grey["attack"]
     assert ev["sanity_passed"] == rep["sanity"]["passed"]
@@ -51,9 +52,11 @@ def test_speed_only_prints_the_throughput_and_writes_nothing(tiny_zoo, capsys):
     assert "images/s on cpu" in out and "LQVAE(" in out and not (tiny_zoo / "build" / "reports").exists()
 
 
-def test_defense_report_settings_reach_the_defense(tiny_zoo):
-    with pytest.raises(TypeError, match="unexpected keyword"):
-        cli.main(["defense-report", "lqvae", "--n", "4", "--set", "no_such_setting=1", "--device", "cpu"])
+def test_defense_report_settings_reach_the_defense(tiny_zoo, capsys):
+    # issue 15: an unknown setting was a TypeError traceback ("unexpected keyword"); now one line naming it, exit 2
+    assert cli.main(["defense-report", "lqvae", "--n", "4", "--set", "no_such_setting=1", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--set no_such_setting" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     with pytest.raises(ValueError, match="NAME=VALUE"):
         cli._setting("steps")
     assert cli._setting("lr=0.1") == ("lr", 0.1) and cli._setting("space=latent") == ("space", "latent")

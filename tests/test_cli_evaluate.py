@@ -1,10 +1,11 @@
 """`advlab evaluate`: robust accuracy of a zoo model in saved chunks, resumed after an
-interruption, and recorded in the manifest without touching the weights' checksum."""
+interruption, and recorded (evaluation.records) without touching the weights' checksum."""
 import json
 
 import torch
 
 from advlab import attacks, cli, models, zoo
+from advlab.evaluation import records
 
 
 def test_evaluate_resumes_and_records(tmp_path, monkeypatch, capsys):
@@ -34,5 +35,5 @@ def test_evaluate_resumes_and_records(tmp_path, monkeypatch, capsys):
     assert len(calls) == 1, "only the missing chunk is attacked again"
     assert again == first
     rec = zoo.info("fmnist/cnn")
-    assert rec["evaluations"]["pgd2_linf0.1"] == first and rec["sha256"] == sha
+    assert records.evaluations("fmnist/cnn")["pgd2_linf0.1"] == first and rec["sha256"] == sha
     assert "PGD(" in first["attack"] and 0 <= first["robust_acc"] <= first["clean_acc"] <= 1

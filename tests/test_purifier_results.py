@@ -1,4 +1,4 @@
-"""The purifiers' recorded defense reports (manifest; made with `advlab defense-report ... --record` on an H100
+"""The purifiers' recorded defense reports (docs/results/records; made with `advlab defense-report ... --record` on an H100
 or on this CPU, as each record's `device` says):
 they describe the library's current defaults, they are reproduced on CPU on the first 200 images of
 the same test subset, and the issue's bars (>= 80% clean, >= 65% grey box under PGD-40 at Linf 0.1 on
@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from advlab import attacks, data, defenses, evaluate, zoo
+from advlab.evaluation import records
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 CLEAN, GREY = "clean (defense)", "grey box (attack on classifier, then defense)"
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
-# (defense class, purifier zoo entry, manifest key of its report)
+# (defense class, purifier zoo entry, key of its report in records.evaluations(entry))
 REPORTS = {"vaegan": (defenses.VAEGANPurifier, "fmnist/vaegan", "defense_report_vaegan_fmnist/vgg_linf0.1"),
            "lqvae": (defenses.LQVAE, "fmnist/lqvae", "defense_report_lqvae_fmnist/cnn_linf0.1")}
 
@@ -21,10 +22,10 @@ REPORTS = {"vaegan": (defenses.VAEGANPurifier, "fmnist/vaegan", "defense_report_
 def _report(name):
     cls, entry, key = REPORTS[name]
     try:
-        rec = zoo.info(entry)
+        zoo.info(entry)
     except zoo.NotTrainedError:
         pytest.skip(f"{entry} is not trained")
-    ev = rec.get("evaluations", {}).get(key)
+    ev = records.evaluations(entry).get(key)
     assert ev is not None, f"run `advlab defense-report {name} --n 1000 --record`"
     return cls, ev
 
@@ -85,8 +86,7 @@ def test_defense_gan_search_meets_the_bars_at_the_default_lr():
 def test_defense_gan_record_is_of_the_current_defaults_and_meets_the_bars():
     """The recorded report (CPU: a latent search costs ~0.6 s an image on one thread, so it is not re-run
     here; its clean and grey-box rows agree with the two H100 sweeps above)."""
-    rec = zoo.info("fmnist/wgan-gp")
-    ev = rec["evaluations"]["defense_report_defense-gan_generator_fmnist/cnn_linf0.1"]
+    ev = records.evaluations("fmnist/wgan-gp")["defense_report_defense-gan_generator_fmnist/cnn_linf0.1"]
     assert ev["defense"] == defenses.DefenseGAN.from_zoo("fashion_mnist").describe()
     assert ev[GREY]["n"] >= 1000 and ev["test_subset_seed"] == 0 and ev["sanity_passed"]
     assert ev[CLEAN]["acc"] >= 0.80 and ev[GREY]["acc"] >= 0.65

@@ -1,28 +1,55 @@
 """The long evaluations that `advlab evaluate` and `advlab defense-report` start.
 
-  evaluate_zoo_model   robust accuracy of a zoo model on a fixed test subset, in chunks saved as they
-                       finish (an interrupted run resumes), optionally recorded
+  evaluate_zoo_model   robust accuracy of a zoo model on a fixed test subset; the adversarial images
+                       are crafted in chunks saved as they finish (evaluation.adversarial_set: an
+                       interrupted run resumes), optionally recorded (evaluation.records)
   zoo_defense_report   clean / grey-box / adaptive / sanity report of a registered purifier, written
-                       as json and markdown with its measured purification throughput
+                       as json and markdown with its measured purification throughput, optionally recorded
 
 Both take the parsed command-line namespace (the CLI only parses and calls).
 """
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 
-def evaluate_zoo_model(args) -> int:
-    """Robust accuracy of a zoo model on a fixed test subset, in chunks saved as they finish (an
-    interrupted run resumes); --record adds the result to the model's manifest record."""
+def device_name(device) -> str:
+    """'NVIDIA H100 80GB HBM3' or 'cpu (2 threads)': what a record says it ran on."""
     import torch
-    from advlab import attacks, data, evaluate, zoo
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _check_settings(cls, settings: dict) -> None:
+    """ValueError naming the first --set NAME that the purifier's constructor does not take."""
+    import inspect
+    params = inspect.signature(cls).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY or p.default is not p.empty]
+    for key in settings:
+        if key not in params:
+            raise ValueError(f"--set {key}: not a setting of {cls.__name__}; its settings: {', '.join(known)}")
+
+
+def evaluate_zoo_model(args) -> int:
+    """Robust accuracy of a zoo model on a fixed test subset, crafted in chunks of args.chunk that are
+    saved as they finish under args.cache (an interrupted run resumes); --record writes the result to
+    the records (docs/results/records/NAME/KEY.json)."""
+    import torch
+    from advlab import attacks, data, zoo
+    from advlab.evaluation import adversarial_set, records
+    from advlab.metrics import accuracy
+    from advlab.training.loop import resolve_device
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     rec = zoo.info(args.name)
-    model = zoo.load(args.name, device=args.device)
-    x, y = data.batch(rec["config"]["dataset"], "test", n=args.n, seed=args.seed, device=args.device)
+    model = zoo.load(args.name, device=device)
+    dataset = rec["config"]["dataset"]
+    x, y = data.batch(dataset, "test", n=args.n, seed=args.seed, device=device)
     if args.attack == "pgd":
         atk = attacks.PGD(eps=args.eps, alpha=args.alpha, steps=args.steps, random_start=True, seed=args.seed)
         key = f"pgd{args.steps}_linf{args.eps:g}"
@@ -30,43 +57,46 @@ def evaluate_zoo_model(args) -> int:
         atk = attacks.AutoAttack(eps=args.eps, norm="linf", version="standard", n_classes=int(y.max()) + 1,
                                  seed=args.seed)
         key = f"autoattack_linf{args.eps:g}"
-    state_path = Path("build/eval") / f"{args.name.replace('/', '__')}_{key}_n{len(x)}_seed{args.seed}.json"
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    if state.get("sha256") != rec["sha256"] or state.get("attack") != repr(atk):
-        state = {"sha256": rec["sha256"], "attack": repr(atk), "chunks": {}}
-    from tqdm.auto import tqdm
-    for i in tqdm(range(0, len(x), args.chunk), desc=f"{args.name} {key}"):
-        if str(i) in state["chunks"]:
-            continue
-        xc, yc = x[i:i + args.chunk], y[i:i + args.chunk]
-        state["chunks"][str(i)] = {"n": len(xc), "clean": round(evaluate.accuracy(model, xc, yc) * len(xc)),
-                                   "robust": round(evaluate.robust_accuracy(model, xc, yc, atk) * len(xc))}
-        state_path.write_text(json.dumps(state, indent=1))
-    n = sum(c["n"] for c in state["chunks"].values())
+    subset = {"dataset": dataset, "split": "test", "n": len(x), "seed": args.seed}
+    x_adv = adversarial_set.craft(model, x, y, atk, model_sha256=rec["sha256"], subset=subset, chunk=args.chunk,
+                                  folder=getattr(args, "cache", None) or "build/eval", name=args.name)
+    clean = robust = 0
+    for i in range(0, len(x), args.chunk):   # counted per chunk, in the chunks' batches, as the chunks were made
+        xc, xa, yc = x[i:i + args.chunk], x_adv[i:i + args.chunk], y[i:i + args.chunk]
+        clean += round(accuracy(model, xc, yc) * len(xc))
+        robust += round(accuracy(model, xa, yc) * len(xc))
+    n = len(x)
     result = {"attack": repr(atk), "n": n, "test_subset_seed": args.seed, "chunk": args.chunk,
-              "clean_acc": sum(c["clean"] for c in state["chunks"].values()) / n,
-              "robust_acc": sum(c["robust"] for c in state["chunks"].values()) / n}
+              "clean_acc": clean / n, "robust_acc": robust / n}
     print(json.dumps({args.name: {key: result}}, indent=2))
     if args.record:
-        zoo.record_evaluation(args.name, key, result)
+        path = records.record_path(args.name, key)
+        records.write_record("model", args.name, key, result, attack=repr(atk), n=n, seed=args.seed,
+                             device=device_name(device), models={args.name: rec["sha256"]},
+                             command=getattr(args, "command", None))
+        print(f"recorded: {path}", file=sys.stderr)   # stdout stays the json
     return 0
 
 
 def zoo_defense_report(args) -> int:
-    """`advlab defense-report NAME`: evaluate.defense_report of a zoo purifier on a fixed test subset,
-    written as json and markdown (with the purifier's measured images/s); --record adds the summary
-    to the manifest record of the purifier's generative model."""
+    """`advlab defense-report NAME`: the defense report of a zoo purifier on a fixed test subset,
+    written as json and markdown (with the purifier's measured images/s); the grey-box attack on the
+    classifier is crafted through evaluation.adversarial_set (cached in args.cache); --record writes
+    the summary to the records (docs/results/records/NAME+CLASSIFIER/defense_report*.json)."""
     import time
     import torch
-    from advlab import attacks, data, evaluate, purifiers, zoo
+    from advlab import attacks, data, purifiers, zoo
+    from advlab.evaluation import adversarial_set, records
+    from advlab.evaluation.report import defense_report, format_report, report_rows, save_report
     from advlab.training.loop import resolve_device
     from advlab.training.zoo_entry import parse_setting
+    from advlab.zoo import atomic
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cls = purifiers.get(args.name)
     settings = dict(parse_setting(t) for t in args.set)
+    _check_settings(cls, settings)
     defense = cls.from_zoo("fashion_mnist", classifier=args.classifier, device=device, **settings)
     classifier = args.classifier or cls.ZOO["fashion_mnist"]["classifier"]
     purifier = next(v for k, v in cls.ZOO["fashion_mnist"].items() if k != "classifier")
@@ -78,28 +108,36 @@ def zoo_defense_report(args) -> int:
         defense.purify(xs[:8]); sync()
         t0 = time.perf_counter(); defense.purify(xs); sync()
         seconds = time.perf_counter() - t0
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    dev_name = device_name(device)
     if args.speed_only:
-        print(f"{defense.describe()}: purify {len(xs) / seconds:.1f} images/s on {device_name} ({len(xs)} images)")
+        print(f"{defense.describe()}: purify {len(xs) / seconds:.1f} images/s on {dev_name} ({len(xs)} images)")
         return 0
-    rep = evaluate.defense_report(defense, x, y, attack=attack, eot_iter=args.eot, backward=args.backward,
-                                  sanity_n=args.sanity_n, adaptive_n=args.adaptive_n)
-    rep["purify_speed"] = {"images_per_s": round(len(xs) / seconds, 1), "n": len(xs), "device": device_name}
+    shas = {m: zoo.info(m)["sha256"] for m in (purifier, classifier)}
+    subset = {"dataset": "fashion_mnist", "split": "test", "n": len(x), "seed": args.seed}
+    x_adv = adversarial_set.craft(defense.classifier, x, y, attack, model_sha256=shas[classifier], subset=subset,
+                                  folder=getattr(args, "cache", None), name=classifier)
+    rep = defense_report(defense, x, y, attack=attack, x_adv=x_adv, eot_iter=args.eot, backward=args.backward,
+                         sanity_n=args.sanity_n, adaptive_n=args.adaptive_n)
+    rep["purify_speed"] = {"images_per_s": round(len(xs) / seconds, 1), "n": len(xs), "device": dev_name}
     rep["test_subset"] = {"n": len(x), "seed": args.seed, "classifier": classifier}
     rep["command"] = getattr(args, "command", None)
     tag = f"_{args.backward}" if args.backward else ""
     out = Path(args.out) / f"{args.name}{tag}_{classifier.replace('/', '__')}_n{len(x)}_seed{args.seed}"
-    evaluate.save_report(rep, out.with_suffix(".json"))
-    text = evaluate.format_report(rep) + f"\n\npurify: {rep['purify_speed']['images_per_s']:g} images/s on {device_name}\n"
-    out.with_suffix(".md").write_text(text)
+    save_report(rep, out.with_suffix(".json"))
+    text = format_report(rep) + f"\n\npurify: {rep['purify_speed']['images_per_s']:g} images/s on {dev_name}\n"
+    atomic.write_text(out.with_suffix(".md"), text)
     print(text)
     print(f"written: {out}.json and .md")
     if args.record:
         summary = {"defense": rep["defense"], "classifier": classifier, "test_subset_seed": args.seed,
-                   "device": device_name, "purify_images_per_s": rep["purify_speed"]["images_per_s"],
-                "command": rep["command"]}
+                   "device": dev_name, "purify_images_per_s": rep["purify_speed"]["images_per_s"],
+                   "command": rep["command"]}
         summary |= {row["setting"]: {"acc": row["acc"], "n": row["n"], "attack": row["attack"]}
-                    for row in evaluate.report_rows(rep)}
+                    for row in report_rows(rep)}
         summary["sanity_passed"] = rep["sanity"]["passed"]
-        zoo.record_evaluation(purifier, f"defense_report_{args.name}{tag}_{classifier}_linf{args.eps:g}", summary)
+        name, protocol = f"{args.name}+{classifier}", f"defense_report{tag}_linf{args.eps:g}"
+        records.write_record("defense", name, protocol, summary, attack=rep["grey_box"]["attack"], n=len(x),
+                             seed=args.seed, device=dev_name, models=shas, command=rep["command"],
+                             evaluations_key=[purifier, f"defense_report_{args.name}{tag}_{classifier}_linf{args.eps:g}"])
+        print(f"recorded: {records.record_path(name, protocol)}", file=sys.stderr)
     return 0

@@ -25,7 +25,8 @@ def _with(attack, **changes):
 
 def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: float = 0.1,
                    eot_iter: int = 8, backward=None, sanity_eps=SANITY_EPS, sanity_margin: float = 0.1,
-                   sanity_n: int | None = None, batch_size: int = 500, adaptive_n: int | None = None) -> dict:
+                   sanity_n: int | None = None, batch_size: int = 500, adaptive_n: int | None = None,
+                   x_adv: torch.Tensor | None = None) -> dict:
     """Evaluate a purification defense honestly; every accuracy carries the attack that produced it.
 
     defense: an advlab.defenses.Defense (nn.Module images -> logits with .purify, .classifier,
@@ -50,14 +51,18 @@ def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: 
     adaptive_n: run the adaptive row on the first adaptive_n images only (None: all of x), for
     purifiers whose adaptive attack (BPDA + EoT through a search) costs far more than the rest;
     every row records its own n.
+    x_adv: attack(defense.classifier, x, y) when it is already crafted (advlab evaluate and
+    defense-report take it from evaluation.adversarial_set's cache); None: crafted here.
     Returns a json-serialisable dict; `format_report` renders it, `save_report` writes it.
     """
     from advlab.attacks import PGD
-    from advlab.validate import check_images, check_labels
+    from advlab.validate import check_fit, check_images, check_labels
     if not isinstance(defense, nn.Module) or not hasattr(defense, "purify") or not hasattr(defense, "classifier"):
         raise ValueError(f"defense: expected an advlab.defenses.Defense, got {type(defense).__name__}")
     check_images(x, "x")
     check_labels(y, len(x), None, "y")
+    if isinstance(defense.classifier, nn.Module):   # images and labels fit the classifier, checked once
+        x, y = check_fit(defense.classifier, x, y)
     if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
         raise ValueError(f"eot_iter: must be an int >= 1, got {eot_iter!r}")
     if not (isinstance(sanity_margin, (int, float)) and 0 <= sanity_margin <= 1):
@@ -72,14 +77,17 @@ def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: 
         attack = PGD(eps=eps, alpha=0.01, steps=40, random_start=True, norm="linf")
     elif not callable(attack):
         raise ValueError(f"attack: expected an attack callable atk(model, x, y), got {type(attack).__name__}")
+    if x_adv is not None and (not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape):
+        raise ValueError(f"x_adv: expected the attack's images, a tensor of x's shape {tuple(x.shape)}, got "
+                         + (f"shape {tuple(x_adv.shape)}" if isinstance(x_adv, torch.Tensor) else type(x_adv).__name__))
     from advlab.validate import eval_mode
     with eval_mode(defense):  # every module's own train flag is restored afterwards
         return _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanity_margin, sanity_n,
-                               batch_size, adaptive_n)
+                               batch_size, adaptive_n, x_adv)
 
 
 def _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanity_margin, sanity_n,
-                    batch_size, adaptive_n=None) -> dict:
+                    batch_size, adaptive_n=None, x_adv=None) -> dict:
     import time
     import warnings
     from advlab.validate import check_labels
@@ -98,7 +106,9 @@ def _defense_report(defense, x, y, attack, eot_iter, backward, sanity_eps, sanit
     n = len(x)
     rep["clean"] = {"classifier": {"acc": accuracy(clf, x, y, batch_size), "attack": None, "n": n},
                     "defense": {"acc": accuracy(defense, x, y, batch_size), "attack": None, "n": n}}
-    x_adv = attack(clf, x, y)
+    if x_adv is None:
+        x_adv = attack(clf, x, y)
+    x_adv = x_adv.to(x.device)
     rep["undefended"] = {"acc": accuracy(clf, x_adv, y, batch_size), "attack": repr(attack),
                          "attacked": "classifier", "classified_by": "classifier", "n": n}
     rep["grey_box"] = {"acc": accuracy(defense, x_adv, y, batch_size), "attack": repr(attack),
@@ -181,9 +191,6 @@ def format_report(report: dict, fmt: str = "markdown") -> str:
 
 
 def save_report(report: dict, path) -> None:
-    """Write the report as json (creating parent folders)."""
-    import json
-    from pathlib import Path
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(report, indent=2) + "\n")
+    """Write the report as json (creating parent folders; atomic: a crash leaves the old file or the new)."""
+    from advlab.zoo import atomic
+    atomic.write_json(path, report)

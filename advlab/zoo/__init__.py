@@ -3,8 +3,14 @@
     clf = zoo.load("fmnist/cnn")          # eval-mode nn.Module, [0,1] images -> logits
 
 Weights live in advlab/zoo/weights/*.safetensors; advlab/zoo/manifest.json records for each
-entry its sha256, config, the exact `advlab train` command, metrics, device, date and size.
-`load` refuses a file whose sha256 differs from the manifest's (weights are never unpickled).
+entry its sha256, config, the exact `advlab train` command, metrics, training history, device,
+date and size. `load` refuses a file whose sha256 differs from the manifest's, a file outside the
+zoo folder and weights that do not fit the recorded architecture (weights are never unpickled).
+Evaluations of the models are not kept here: they are records under docs/results/records/
+(advlab.evaluation.records).
+
+ADVLAB_ZOO=DIR replaces the bundled zoo by DIR (for tests and private models): the bundled models
+are then not found, and the evaluation records follow to DIR/records.
 """
 from __future__ import annotations
 
@@ -29,6 +35,11 @@ class NotTrainedError(FileNotFoundError):
     """A registered zoo entry has no weights yet; the message says which command trains it."""
 
 
+class ZooRecordError(ValueError):
+    """The manifest, or a model's record in it, cannot be used: invalid json, no sha256, a weights file
+    outside the zoo folder, or weights that do not fit the architecture the record's config builds."""
+
+
 from advlab.zoo.entries import REGISTRY, ZooEntry, register  # noqa: E402,F401 (the registry)
 
 
@@ -47,8 +58,18 @@ def manifest_path(root: str | Path | None = None) -> Path:
 
 
 def read_manifest(root: str | Path | None = None) -> dict:
+    """The manifest as a dict ({} when the zoo has none); ZooRecordError when it is not valid json."""
     p = manifest_path(root)
-    return json.loads(p.read_text()) if p.exists() else {}
+    if not p.exists():
+        return {}
+    try:
+        man = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ZooRecordError(f"the manifest {p} is not valid json ({e}); restore it "
+                             f"(git checkout -- {p.name} in the zoo folder) or re-train its models") from None
+    if not isinstance(man, dict):
+        raise ZooRecordError(f"the manifest {p} holds a {type(man).__name__}, not a dict of model records")
+    return man
 
 
 def sha256_file(path: str | Path) -> str:
@@ -60,12 +81,27 @@ def sha256_file(path: str | Path) -> str:
 
 
 def info(name: str, root: str | Path | None = None) -> dict:
-    """The manifest record of a trained entry (raises NotTrainedError when there is none)."""
+    """The manifest record of a trained entry (raises NotTrainedError when there is none, and
+    ZooRecordError, naming the model, when the manifest or the record cannot be used)."""
     entry = _entry(name)
-    rec = read_manifest(root).get(name)
+    try:
+        rec = read_manifest(root).get(name)
+    except ZooRecordError as e:
+        raise ZooRecordError(f"zoo model {name!r}: {e}") from None
     if rec is None:
         raise NotTrainedError(f"zoo model {name!r} has no trained weights in {manifest_path(root).parent}.\n"
                               f"  train it with:  {entry.command}")
+    where = f"zoo model {name!r}: its record in {manifest_path(root)}"
+    if not isinstance(rec, dict):
+        raise ZooRecordError(f"{where} is a {type(rec).__name__}, not a dict; re-train with: {entry.command}")
+    for key in ("file", "sha256"):
+        if not isinstance(rec.get(key), str) or not rec[key]:
+            raise ZooRecordError(f"{where} has no {key}; refusing to load unchecked weights. "
+                                 f"Re-train with: {entry.command}")
+    rel = Path(rec["file"])
+    if rel.is_absolute() or ".." in rel.parts or rel.drive:
+        raise ZooRecordError(f"{where} names the file {rec['file']!r}, outside the zoo folder; refusing to load it "
+                             "(a record names weights inside its zoo, e.g. weights/NAME.safetensors)")
     return rec
 
 
@@ -103,47 +139,49 @@ def load(name: str, device: str | torch.device = "cpu", root: str | Path | None 
         raise ChecksumError(f"zoo model {name!r}: {path} has sha256 {digest[:16]}..., the manifest says "
                             f"{rec['sha256'][:16]}...; refusing to load. Re-train with: {_entry(name).command}")
     model = build(name, rec.get("config"))
-    model.load_state_dict(load_file(str(path)), strict=True)
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as e:        # missing / unexpected keys, size mismatches
+        detail = " ".join(str(e).split())
+        raise ZooRecordError(f"zoo model {name!r}: {path.name} holds weights of another architecture than the "
+                             f"{type(model).__name__} its record's config builds ({detail[:400]}); "
+                             f"re-train with: {_entry(name).command}") from None
     return model.to(device).eval()
 
 
 def save(name: str, model: nn.Module, config: dict, metrics: dict, command: str,
          root: str | Path | None = None, device: str = "cpu") -> dict:
-    """Write the entry's safetensors file and its manifest record; returns the record."""
-    from safetensors.torch import save_file
+    """Write the entry's weights and switch its manifest record to them; returns the record.
+
+    Crash-safe, in this order: the weights go to a new file named by their sha256
+    (weights/NAME-SHA12.safetensors: temporary file, fsync, rename), then the manifest is replaced
+    atomically to point at it, and only then is the previous weights file removed. A crash at any
+    point leaves the old model or the new one loadable, never a record whose file is missing or
+    does not match it.
+    """
+    from safetensors.torch import save as to_bytes
+    from advlab.zoo import atomic
     _entry(name)
     root = manifest_path(root).parent
-    rel = f"weights/{name.replace('/', '__')}.safetensors"
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path))
-    rec = {"file": rel, "sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+    blob = to_bytes(state)
+    digest = hashlib.sha256(blob).hexdigest()
+    rel = f"weights/{name.replace('/', '__')}-{digest[:12]}.safetensors"
+    atomic.write_bytes(root / rel, blob)
+    rec = {"file": rel, "sha256": digest, "size_bytes": len(blob),
            "config": config, "command": command, "metrics": metrics, "device": device,
            "torch": torch.__version__, "host": platform.machine(),
            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")}
+    atomic.pause_point("zoo.save:weights-written")    # kill tests: the new weights exist, the manifest is old
     with _locked(root / ".manifest.lock"):  # several trainings may finish at once
         man = read_manifest(root)
+        old = man.get(name, {}).get("file") if isinstance(man.get(name), dict) else None
         man[name] = rec
-        tmp = manifest_path(root).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(dict(sorted(man.items())), indent=2) + "\n")
-        tmp.replace(manifest_path(root))
+        atomic.write_json(manifest_path(root), dict(sorted(man.items())))
+        still_used = {r.get("file") for r in man.values() if isinstance(r, dict)}
+        if old and old not in still_used and not Path(old).is_absolute() and ".." not in Path(old).parts:
+            (root / old).unlink(missing_ok=True)
     return rec
-
-
-def record_evaluation(name: str, key: str, result: dict, root: str | Path | None = None) -> dict:
-    """Add an evaluation (attack repr, n, accuracies) under record["evaluations"][key]; the weights
-    and their sha256 are untouched. Returns the updated record."""
-    root = manifest_path(root).parent
-    with _locked(root / ".manifest.lock"):
-        man = read_manifest(root)
-        if name not in man:
-            raise NotTrainedError(f"zoo model {name!r} has no record in {root}")
-        man[name].setdefault("evaluations", {})[key] = result
-        tmp = manifest_path(root).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(dict(sorted(man.items())), indent=2) + "\n")
-        tmp.replace(manifest_path(root))
-    return man[name]
 
 
 class _locked:
