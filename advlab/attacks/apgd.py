@@ -37,6 +37,36 @@ def sub_generator(generator: torch.Generator, device: torch.device | str = "cpu"
     return torch.Generator(device=device).manual_seed(seed)
 
 
+class _FoundCount:
+    """How many examples are found, for the decision to drop them from the batch: read at once on
+    the CPU (free there), one step late on CUDA (a non-blocking copy into pinned memory, waited
+    for only after the next step is queued), so the GPU never idles on a host sync per step. Only
+    *when* rows are dropped can differ; dropped rows keep their first success either way."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.bufs = [torch.zeros((), dtype=torch.long, pin_memory=True) for _ in range(2)]
+            self.events = [torch.cuda.Event(), torch.cuda.Event()]
+        self.turn, self.pending = 0, False
+
+    def __call__(self, found: torch.Tensor) -> int:
+        if not self.cuda:
+            return int(found.sum())
+        i, self.turn = self.turn, 1 - self.turn
+        self.bufs[i].copy_(found.sum(), non_blocking=True)
+        self.events[i].record()
+        if not self.pending:  # nothing issued before: count nothing this step
+            self.pending = True
+            return 0
+        self.events[1 - i].synchronize()
+        return int(self.bufs[1 - i])
+
+    def reset(self) -> None:
+        """After rows were dropped, the count in flight refers to the old batch: forget it."""
+        self.pending = False
+
+
 @torch.no_grad()
 def still_robust(model, x: torch.Tensor, y: torch.Tensor, active: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,11 +117,13 @@ def apgd_run(model, x, x0, aux, loss_fn, success_fn, eps, norm, steps, rho=0.75,
         out_found[p] = f
 
     last_w = 0
+    count = _FoundCount(dev) if early_stop else None
     for k in range(steps + 1):
-        n_found = int(st["found"].sum()) if early_stop else 0
+        n_found = count(st["found"]) if early_stop else 0
         if n_found and 10 * n_found >= len(st["pos"]):  # drop finished examples once worth the copies
             retire(st, st["found"])
             st = {key: v[~st["found"]] for key, v in st.items()}
+            count.reset()
             if len(st["pos"]) == 0:
                 break
         if k == steps:
@@ -187,9 +219,8 @@ class APGD(Attack):
     randomized = True
 
     def __init__(self, eps: float, norm: str = "linf", steps: int = 100, n_restarts: int = 1, loss: str = "ce",
-                 rho: float = 0.75, eot_iter: int = 1, seed: int = 0, targeted: bool = False,
-                 chunk_size: int = 1000, checks: bool = True, amp: bool = False):
-        super().__init__(eps, norm, targeted, seed, chunk_size, checks, amp)
+                 rho: float = 0.75, eot_iter: int = 1, targeted: bool = False, **common):
+        super().__init__(eps, norm, targeted, **common)
         self.steps = check_positive(steps, "steps", integer=True)
         self.n_restarts = check_positive(n_restarts, "n_restarts", integer=True)
         if loss not in ("ce", "dlr"):
@@ -229,9 +260,8 @@ class APGDT(Attack):
     randomized = True
 
     def __init__(self, eps: float, norm: str = "linf", steps: int = 100, n_restarts: int = 1,
-                 n_target_classes: int = 9, rho: float = 0.75, eot_iter: int = 1, seed: int = 0,
-                 chunk_size: int = 1000, checks: bool = True, amp: bool = False):
-        super().__init__(eps, norm, False, seed, chunk_size, checks, amp)
+                 n_target_classes: int = 9, rho: float = 0.75, eot_iter: int = 1, **common):
+        super().__init__(eps, norm, False, **common)
         self.steps = check_positive(steps, "steps", integer=True)
         self.n_restarts = check_positive(n_restarts, "n_restarts", integer=True)
         self.n_target_classes = check_positive(n_target_classes, "n_target_classes", integer=True)

@@ -30,9 +30,8 @@ class AutoAttack(Attack):
     randomized = True
 
     def __init__(self, eps: float, norm: str = "linf", version: str = "standard", n_classes: int = 10,
-                 seed: int = 0, steps: int = 100, n_queries: int = 5000, verbose: bool = False,
-                 chunk_size: int = 1000, checks: bool = True, amp: bool = False):
-        super().__init__(eps, norm, False, seed, chunk_size, checks, amp)
+                 steps: int = 100, n_queries: int = 5000, verbose: bool = False, **common):
+        super().__init__(eps, norm, False, **common)
         if version not in ("standard", "rand"):
             raise ValueError(f"version: must be 'standard' or 'rand', got {version!r}")
         self.version = version
@@ -43,19 +42,20 @@ class AutoAttack(Attack):
             raise ValueError(f"verbose: must be a bool, got {verbose!r}")
         self.verbose = verbose
         self.eot_iter = 20 if version == "rand" else 1
-        kw = dict(seed=seed, chunk_size=chunk_size, checks=False, amp=amp)
+        eps = self.eps  # components share the threat model (eps=None: the default, resolved once here)
+        kw = dict(seed=self.seed, chunk_size=self.chunk_size, checks=False, amp=self.amp)
         n_t = min(9, self.n_classes - 1)
         if version == "standard":
             self.attacks = {
-                "apgd-ce": APGD(eps, norm, steps, n_restarts=1, loss="ce", **kw),
-                "apgd-t": APGDT(eps, norm, steps, n_restarts=1, n_target_classes=n_t, **kw),
-                "fab-t": FAB(eps, norm, steps, n_restarts=1, multi_targeted=True, n_target_classes=n_t, **kw),
-                "square": Square(eps, norm, n_queries, n_restarts=1, p_init=0.8, loss="margin", **kw),
+                "apgd-ce": APGD(eps, norm, steps=steps, n_restarts=1, loss="ce", **kw),
+                "apgd-t": APGDT(eps, norm, steps=steps, n_restarts=1, n_target_classes=n_t, **kw),
+                "fab-t": FAB(eps, norm, steps=steps, n_restarts=1, multi_targeted=True, n_target_classes=n_t, **kw),
+                "square": Square(eps, norm, n_queries=n_queries, n_restarts=1, p_init=0.8, loss="margin", **kw),
             }
         else:
             self.attacks = {
-                "apgd-ce": APGD(eps, norm, steps, n_restarts=1, loss="ce", eot_iter=20, **kw),
-                "apgd-dlr": APGD(eps, norm, steps, n_restarts=1, loss="dlr", eot_iter=20, **kw),
+                "apgd-ce": APGD(eps, norm, steps=steps, n_restarts=1, loss="ce", eot_iter=20, **kw),
+                "apgd-dlr": APGD(eps, norm, steps=steps, n_restarts=1, loss="dlr", eot_iter=20, **kw),
             }
         self.last_report: dict | None = None
 

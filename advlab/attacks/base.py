@@ -8,21 +8,48 @@ Contract of `atk(model, x, y) -> x_adv` (tests/test_attack_contract.py checks it
     so BatchNorm running statistics are untouched; parameter .grad fields are untouched;
   * inputs are processed in chunks of `chunk_size` to bound memory;
   * the same seed gives the same x_adv; with no randomness, a batch equals its parts;
-  * bad settings or inputs raise ValueError naming the argument.
+  * bad settings or inputs raise ValueError naming the argument; inputs are checked against the
+    model once (`validate.check_fit`: channels, size, labels below the model's number of outputs)
+    with the documented conversions (x to the model's device, integer labels to int64, float64 or
+    float16 images into a float32 model); x_adv still comes back in x's dtype and on x's device;
+  * attacks may be called inside torch.no_grad() or torch.inference_mode(): `__call__` re-enables
+    the gradients it needs, once, for every attack;
+  * bfloat16 / float16 inputs are attacked in float32 and the result is projected again in the
+    input's dtype after the final cast, so the eps ball and [0, 1] hold exactly in that dtype and
+    in float32 (`fit_to_threat_model`).
 When targeted=True, y holds the *target* classes (see `target_labels`).
+
+The options every attack shares are keyword-only and handled here once: `seed` (all randomness of
+a call comes from it), `chunk_size` (examples attacked at a time), `checks` (AutoAttack-style
+sanity checks of the model, see `runtime_checks`) and `amp` (bf16 autocast of the model on CUDA).
+A subclass takes `**common` and passes it on. eps=None means the Fashion-MNIST threat model of
+`advlab.data.threat_model` for the attack's norm (`default_eps`); standard settings of the course
+are in `advlab.attacks.presets`.
 """
 from __future__ import annotations
 
+import inspect
 import math
+import os
+import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from advlab.validate import (NORMS, check_eps, check_images, check_labels, check_norm,  # noqa: F401 (re-exported)
-                             check_positive, eval_mode)
+from advlab.validate import (NORMS, check_eps, check_fit, check_images, check_labels,  # noqa: F401 (re-exported)
+                             check_norm, check_positive, eval_mode)
+
+DEFAULT_DATASET = "fashion_mnist"  # the dataset whose threat model gives eps=None its value
+
+
+def default_eps(norm: str = "linf", dataset: str = DEFAULT_DATASET) -> float:
+    """The default radius of the threat model: `advlab.data.threat_model(dataset)[norm]`
+    (Fashion-MNIST: 0.1 in Linf, 1.5 in L2)."""
+    from advlab.data import threat_model
+    return float(threat_model(dataset)[check_norm(norm)])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,15 +68,18 @@ def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def project_linf(delta: torch.Tensor, eps) -> torch.Tensor:
     """Closest point of the Linf ball of radius eps (scalar or per-example (N,))."""
-    eps = eps if not torch.is_tensor(eps) else _bcast(eps, delta)
-    return torch.maximum(torch.minimum(delta, torch.as_tensor(eps, dtype=delta.dtype, device=delta.device)),
-                         -torch.as_tensor(eps, dtype=delta.dtype, device=delta.device))
+    if not torch.is_tensor(eps):  # a number: no tensor is made from it (on CUDA that would be a host sync)
+        return delta.clamp(-eps, eps)
+    e = _bcast(eps.to(delta.dtype), delta)
+    return torch.maximum(torch.minimum(delta, e), -e)
 
 
 def project_l2(delta: torch.Tensor, eps) -> torch.Tensor:
     """Closest point of the L2 ball of radius eps: rescale only the deltas that are too long."""
     norms = flat_norm(delta, "l2")
-    eps_t = torch.as_tensor(eps, dtype=delta.dtype, device=delta.device)
+    # a number becomes a filled tensor (a kernel, not a host-to-device copy); `number / tensor` would
+    # compute reciprocal * number, which rounds differently
+    eps_t = eps.to(delta.dtype) if torch.is_tensor(eps) else torch.full_like(norms, eps)
     factor = torch.clamp(eps_t / (norms + 1e-12), max=1.0)
     return delta * _bcast(factor, delta)
 
@@ -145,17 +175,21 @@ def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=ce_lo
 
     Returns (grad, per-example loss, logits of the last pass); loss and logits are detached.
     Only the input gradient is computed (torch.autograd.grad), parameter .grad stays untouched.
+    One forward and one backward per pass and nothing else: no accumulator when eot_iter == 1, no
+    host synchronisation (this is the inner step of PGD and APGD).
     """
-    grad = torch.zeros_like(x)
-    loss_sum = torch.zeros(len(x), device=x.device)
+    amp = amp and x.device.type == "cuda"
+    grad = loss_sum = None
     for _ in range(eot_iter):
         xr = x.detach().requires_grad_(True)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp and x.device.type == "cuda"):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16) if amp else nullcontext():
             logits = model(xr)
         loss = loss_fn(logits, y)
         g, = torch.autograd.grad(loss.sum(), xr)
-        grad += g
-        loss_sum += loss.detach()
+        if eot_iter == 1:
+            return g, loss.detach(), logits.detach().float()
+        grad = g if grad is None else grad.add_(g)
+        loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
     return grad / eot_iter, loss_sum / eot_iter, logits.detach().float()
 
 
@@ -178,36 +212,163 @@ def runtime_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eot_iter:
     if o1.min() >= 0 and o1.max() <= 1 and torch.allclose(o1.sum(1), torch.ones_like(o1[:, 0]), atol=1e-3):
         problems.append("the model's outputs look like probabilities (rows in [0,1] summing to 1): attacks "
                         "expect logits; softmax outputs saturate the loss and hide gradients")
-    with eval_mode(model):
+    with eval_mode(model), torch.enable_grad():
         g, _, _ = input_grad(model, xs, ys.clamp(0, o1.shape[1] - 1))
     if bool((g.flatten(1).abs().amax(1) == 0).all()):
         problems.append("the input gradient is zero on every checked example: the model may be "
                         "non-differentiable (use BPDA) or its loss saturated")
     for p in problems:
-        warnings.warn(f"advlab.attacks: {p}", RuntimeWarning, stacklevel=3)
+        warn_caller(f"advlab.attacks: {p}")
     return problems
+
+
+def warn_caller(message: str, category=RuntimeWarning) -> None:
+    """warnings.warn attributed to the first frame outside advlab/attacks: the user's call, however
+    deep inside the attack the problem was found."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+# ---------------------------------------------------------------------------------------------
+# dtypes: half-precision inputs are attacked in float32 and projected again in their own dtype
+
+HALF = (torch.float16, torch.bfloat16)
+
+
+class _CastInput(nn.Module):
+    """model(x.to(dtype)): lets an attack keep its iterates in float32 for a bf16/fp16 (or float64)
+    model; the gradient flows back through the cast."""
+
+    def __init__(self, model, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.input_dtype = model, dtype
+
+    def forward(self, x):
+        return self.model(x.to(self.input_dtype))
+
+
+def _model_dtype(model) -> torch.dtype | None:
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return None
+
+
+def _toward(a: torch.Tensor, b: torch.Tensor, k: int = 0) -> torch.Tensor:
+    """a moved towards b by 2**k units in the last place of their dtype, stopping at b (a, b >= 0:
+    the bit patterns of non-negative floats are ordered as their values)."""
+    ibits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
+    ai, bi = (a + 0.0).view(ibits).long(), (b + 0.0).view(ibits).long()  # + 0.0: no -0.0
+    step = 2 ** min(k, 8 * a.element_size() - 2)
+    moved = torch.where(bi > ai, torch.minimum(ai + step, bi), torch.maximum(ai - step, bi))
+    return moved.to(ibits).view(a.dtype)
+
+
+def _violations(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Elements (Linf) or rows (L2) outside the ball when the perturbation is computed in x's dtype,
+    in float32 (for half dtypes) or exactly (float64); all compared with eps as a Python float."""
+    dts = [x.dtype] + ([torch.float32] if x.dtype in HALF else []) + ([torch.float64] if x.dtype != torch.float64 else [])
+    bad = None
+    for dt in dts:
+        d = x_adv.to(dt) - x.to(dt)
+        size = d.abs() if norm == "linf" else flat_norm(d, "l2")
+        v = size.double() > eps
+        bad = v if bad is None else bad | v
+    return bad
+
+
+def fit_to_threat_model(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None, norm: str,
+                        max_rounds: int = 64) -> torch.Tensor:
+    """x_adv cast to x's dtype, projected onto the eps ball around x and [0, 1], so that the
+    threat model holds *exactly* in x's dtype: ||x_adv - x|| <= eps when computed in that dtype, in
+    float32 and exactly (float64), with eps as given (a Python float).
+
+    The projection runs in float32 for half dtypes (x's own dtype otherwise); the cast to a
+    half dtype rounds to nearest and can leave the ball by one unit in the last place (bf16, eps
+    0.0314: 0.0332), and so can x + eps in float32 (eps=0.1 is not a float32 number). The elements
+    that do are moved towards x by 1, 2, 4, ... ulps (Linf), the rows that do are shrunk (L2),
+    until none is outside; elements inside the ball are never touched. [0, 1] holds exactly: the bounds are
+    representable and moving towards x in [0, 1] never leaves it.
+    """
+    dt = x.dtype
+    if eps is None:  # unbounded minimal-perturbation attack: only the image box applies
+        return x_adv.to(dt).clamp(0.0, 1.0)
+    work = torch.float32 if dt in HALF else dt
+    xw = x.to(work)
+    out = (xw + project(x_adv.to(work) - xw, eps, norm)).clamp_(0.0, 1.0).to(dt)
+    for i in range(max_rounds):
+        bad = _violations(out, x, eps, norm)
+        if not bool(bad.any()):  # a host sync per round and chunk, never per step
+            return out
+        if norm == "linf":  # 1, 2, 4, ... ulps towards x (a few rounds even where x_adv is tiny)
+            out = torch.where(bad, _toward(out, x, i), out)
+        else:  # shrink the offending rows by a margin that doubles each round
+            shrink = 1.0 - torch.finfo(dt).eps * 2 ** (i + 1)
+            d = out.double() - x.double()
+            d = project_l2(d, eps * shrink)
+            new = (x.double() + d).clamp(0.0, 1.0).to(dt)
+            out = torch.where(_bcast(bad, out), new, out)
+    raise RuntimeError(f"fit_to_threat_model: could not fit x_adv into the {norm} ball of radius {eps} "
+                       f"in {dt} after {max_rounds} rounds")  # pragma: no cover - not reachable in practice
+
+
+# ---------------------------------------------------------------------------------------------
+# the base class
 
 
 class Attack:
     """Base class. Subclasses set `norms` and implement `_attack(model, x, y, generator) -> x_adv`
-    on one chunk; `__call__` does the checks, chunking, seeding and mode handling.
+    on one chunk; `__call__` does the checks, the dtype and device handling, chunking, seeding,
+    gradient and train/eval mode handling, and the final projection, once for every attack.
+
+    A subclass's constructor takes its own settings and `**common`, the keyword-only options every
+    attack shares (seed, chunk_size, checks, amp), and passes them on to `Attack.__init__`:
+
+        def __init__(self, eps=None, steps=10, norm="linf", **common):
+            super().__init__(eps, norm, **common)
     """
 
     norms: tuple = NORMS
     randomized: bool = False  # True when the result depends on the seed
+    unbounded: bool = False   # True for minimal-perturbation attacks, where eps=None means no eps ball
 
-    def __init__(self, eps: float, norm: str = "linf", targeted: bool = False, seed: int = 0,
+    def __init__(self, eps: float | None = None, norm: str = "linf", targeted: bool = False, *, seed: int = 0,
                  chunk_size: int = 1000, checks: bool = True, amp: bool = False):
-        self.eps = check_eps(eps)
-        self.norm = check_norm(norm, self.norms)
+        norm = check_norm(norm, self.norms)
+        if eps is None and not self.unbounded:
+            eps = default_eps(norm)
+        self.eps = check_eps(eps, allow_none=self.unbounded)
+        self.norm = norm
         self.targeted = bool(targeted)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed: must be an int, got {seed!r}")
         self.seed = seed
         self.chunk_size = check_positive(chunk_size, "chunk_size", integer=True)
+        for name, v in (("checks", checks), ("amp", amp)):
+            if not isinstance(v, bool):
+                raise ValueError(f"{name}: must be True or False, got {v!r}")
         self.checks = checks
         self.amp = amp
         self.last_checks: list[str] = []
+
+    def __init_subclass__(cls, **kwargs):
+        """Show the shared keyword-only options in a subclass's signature (help(), Jupyter's
+        shift-tab, inspect.signature) although its constructor only says **common."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+        sig = inspect.signature(init)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        if len(own) == len(sig.parameters):
+            return
+        shared = [p for p in inspect.signature(Attack.__init__).parameters.values()
+                  if p.kind is p.KEYWORD_ONLY and p.name not in sig.parameters]
+        init.__signature__ = sig.replace(parameters=own + shared)
 
     # settings shown by repr(): every robust-accuracy number carries the attack that produced it
     def _settings(self) -> dict:
@@ -224,41 +385,55 @@ class Attack:
         return -1.0 if self.targeted else 1.0
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if not isinstance(model, nn.Module) and not callable(model):
+        if not callable(model):
             raise ValueError(f"model: expected an nn.Module mapping images to logits, got {type(model).__name__}")
-        check_images(x, "x")
-        check_labels(y, len(x), None, "y")
-        if len(x) == 0:
+        xm, ym = check_fit(model, x, y)  # ValueError naming x or y; x on the model's device, labels int64
+        if len(xm) == 0:
             return x.clone()
-        y = y.to(x.device)
+        if torch.is_inference_mode_enabled() or xm.is_inference() or ym.is_inference():
+            with torch.inference_mode(False):  # autograd cannot use inference tensors: normal copies
+                xm, ym = xm.clone(), ym.clone()
+                return self._call(model, x, xm, ym)
+        return self._call(model, x, xm, ym)
+
+    def _call(self, model, x, xm, y):
         is_module = isinstance(model, nn.Module)
         was_training = is_module and any(m.training for m in model.modules())
-        with eval_mode(model) if is_module else _null():
+        work = torch.float32 if xm.dtype in HALF else xm.dtype      # iterates in float32 for half inputs
+        fwd = _model_dtype(model) or xm.dtype                        # what the model's first layer takes
+        net = model
+        if fwd != work:
+            net = _CastInput(model, fwd)
+            net.training = False  # the wrapper's own flag only: eval_mode below handles the model's
+        xw = xm.detach().to(work)
+        ref = x.detach().to(xm.device)  # the input in its own dtype: the final projection is in it
+        with torch.enable_grad(), eval_mode(model) if is_module else nullcontext():
+            # attacks may be called inside torch.no_grad(); every one needs input gradients
             with torch.no_grad():
-                num_classes = model(x[:1]).shape[1]
-            check_labels(y, len(x), num_classes, "y")
+                logits = net(xw[:1])
+            if not torch.is_tensor(logits) or logits.dim() != 2:
+                shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+                raise ValueError(f"model: expected logits of shape (N, num_classes), got {shape}")
+            check_labels(y, len(xw), logits.shape[1], "y")
             if self.checks and is_module:
-                with torch.enable_grad():  # attacks may be called inside torch.no_grad()
-                    self.last_checks = runtime_checks(model, x, y, getattr(self, "eot_iter", 1), was_training)
+                self.last_checks = self._runtime_checks(net, xw, y, was_training)
             g = torch.Generator().manual_seed(self.seed)
             out = []
-            for i in range(0, len(x), self.chunk_size):
-                xc, yc = x[i:i + self.chunk_size].detach(), y[i:i + self.chunk_size]
-                xa = self._attack(model, xc.clone(), yc, g)
-                out.append(self._finalize(xa.detach(), xc))
-        return torch.cat(out).to(dtype=x.dtype)
+            for i in range(0, len(xw), self.chunk_size):
+                xc, yc = xw[i:i + self.chunk_size], y[i:i + self.chunk_size]
+                xa = self._attack(net, xc.clone(), yc, g).detach()
+                with torch.autocast(xa.device.type, enabled=False):  # the projection is exact, never autocast
+                    out.append(self._finalize(xa, ref[i:i + self.chunk_size]))
+        return torch.cat(out).to(x.device)
+
+    def _runtime_checks(self, model, x, y, was_training: bool) -> list[str]:
+        """The sanity checks of `runtime_checks` (a black-box attack overrides them)."""
+        return runtime_checks(model, x, y, getattr(self, "eot_iter", 1), was_training)
 
     def _finalize(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Project into the eps ball and [0, 1] once more, so the threat model holds exactly."""
-        if self.eps is None:  # unbounded minimal-perturbation attack: only the image box applies
-            return x_adv.clamp(0.0, 1.0)
-        delta = project(x_adv - x, self.eps, self.norm)
-        return (x + delta).clamp_(0.0, 1.0)
+        """x_adv in x's dtype, projected into the eps ball and [0, 1] once more, so that the threat
+        model holds exactly (see `fit_to_threat_model`)."""
+        return fit_to_threat_model(x_adv, x, self.eps, self.norm)
 
     def _attack(self, model, x, y, generator):  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-@contextmanager
-def _null():
-    yield

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from advlab.attacks.base import Attack, _bcast, check_eps, check_positive
+from advlab.attacks.base import Attack, _bcast, check_positive
 
 
 class CW(Attack):
@@ -23,12 +23,12 @@ class CW(Attack):
     """
 
     norms = ("l2",)
+    unbounded = True  # eps=None: no eps ball
 
     def __init__(self, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01,
                  binary_search_steps: int = 1, targeted: bool = False, eps: float | None = None,
-                 norm: str = "l2", seed: int = 0, chunk_size: int = 1000, checks: bool = True, amp: bool = False):
-        super().__init__(0.0, norm, targeted, seed, chunk_size, checks, amp)
-        self.eps = check_eps(eps, allow_none=True)
+                 norm: str = "l2", **common):
+        super().__init__(eps, norm, targeted, **common)
         self.c = float(check_positive(c, "c"))
         self.kappa = float(check_positive(kappa, "kappa", strict=False))
         self.steps = check_positive(steps, "steps", integer=True, minimum=1, strict=False)
@@ -42,7 +42,6 @@ class CW(Attack):
         other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
         return other - z_y if self.targeted else z_y - other
 
-    @torch.enable_grad()  # an attack needs gradients even when called under torch.no_grad()
     def _attack(self, model, x, y, generator):
         n, dev = len(x), x.device
         w0 = torch.atanh((2 * x - 1) * (1 - 1e-6))  # as Carlini's code: keeps tanh away from +-1

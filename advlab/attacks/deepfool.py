@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from advlab.attacks.base import Attack, _bcast, check_eps, check_positive, flat_norm
+from advlab.attacks.base import Attack, _bcast, check_positive, flat_norm
 
 
 class DeepFool(Attack):
@@ -21,11 +21,11 @@ class DeepFool(Attack):
     projected onto the eps ball.
     """
 
+    unbounded = True  # eps=None: no eps ball
+
     def __init__(self, steps: int = 50, overshoot: float = 0.02, norm: str = "l2", eps: float | None = None,
-                 num_classes: int | None = None, seed: int = 0, chunk_size: int = 1000, checks: bool = True,
-                 amp: bool = False):
-        super().__init__(0.0, norm, False, seed, chunk_size, checks, amp)
-        self.eps = check_eps(eps, allow_none=True)
+                 num_classes: int | None = None, **common):
+        super().__init__(eps, norm, False, **common)
         self.steps = check_positive(steps, "steps", integer=True, minimum=1, strict=False)
         self.overshoot = float(check_positive(overshoot, "overshoot", strict=False))
         if num_classes is not None:
@@ -39,7 +39,6 @@ class DeepFool(Attack):
         others = logits.float().scatter(1, y[:, None], float("-inf")).argsort(1, descending=True)[:, :m - 1]
         return torch.cat([y[:, None], others], 1)
 
-    @torch.enable_grad()  # an attack needs gradients even when called under torch.no_grad()
     def _attack(self, model, x, y, generator):
         amp = self.amp and x.device.type == "cuda"
         x_adv, r_tot = x.clone(), torch.zeros_like(x)

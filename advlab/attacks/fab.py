@@ -58,9 +58,8 @@ class FAB(Attack):
 
     def __init__(self, eps: float, norm: str = "linf", steps: int = 100, n_restarts: int = 1,
                  alpha_max: float = 0.1, eta: float = 1.05, beta: float = 0.9, multi_targeted: bool = False,
-                 n_target_classes: int = 9, seed: int = 0, chunk_size: int = 1000, checks: bool = True,
-                 amp: bool = False):
-        super().__init__(eps, norm, False, seed, chunk_size, checks, amp)
+                 n_target_classes: int = 9, **common):
+        super().__init__(eps, norm, False, **common)
         self.steps = check_positive(steps, "steps", integer=True)
         self.n_restarts = check_positive(n_restarts, "n_restarts", integer=True)
         self.alpha_max = float(check_positive(alpha_max, "alpha_max", strict=False))

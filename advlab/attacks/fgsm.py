@@ -15,12 +15,11 @@ class FGSM(Attack):
     the cross-entropy towards them.
     """
 
-    def __init__(self, eps: float = 0.1, norm: str = "linf", targeted: bool = False, eot_iter: int = 1,
-                 seed: int = 0, chunk_size: int = 1000, checks: bool = True, amp: bool = False):
-        super().__init__(eps, norm, targeted, seed, chunk_size, checks, amp)
+    def __init__(self, eps: float | None = None, norm: str = "linf", targeted: bool = False, eot_iter: int = 1,
+                 **common):
+        super().__init__(eps, norm, targeted, **common)
         self.eot_iter = check_positive(eot_iter, "eot_iter", integer=True)
 
-    @torch.enable_grad()  # an attack needs gradients even when called under torch.no_grad()
     def _attack(self, model, x, y, generator):
         grad, _, _ = input_grad(model, x, y, ce_loss, self.eot_iter, self.amp)
         step = steepest_step(grad * self._loss_sign(), self.norm)

@@ -22,11 +22,10 @@ class PGD(Attack):
     with the highest loss; it costs one extra forward pass in total, not per step.
     """
 
-    def __init__(self, eps: float = 0.1, alpha: float = 0.01, steps: int = 10, random_start: bool = True,
+    def __init__(self, eps: float | None = None, alpha: float = 0.01, steps: int = 10, random_start: bool = True,
                  norm: str = "linf", targeted: bool = False, eot_iter: int = 1, loss: str = "ce",
-                 keep_best: bool = False, seed: int = 0, chunk_size: int = 1000, checks: bool = True,
-                 amp: bool = False):
-        super().__init__(eps, norm, targeted, seed, chunk_size, checks, amp)
+                 keep_best: bool = False, **common):
+        super().__init__(eps, norm, targeted, **common)
         self.alpha = float(check_positive(alpha, "alpha"))
         self.steps = check_positive(steps, "steps", integer=True, minimum=1, strict=False)
         self.random_start = bool(random_start)
@@ -40,7 +39,6 @@ class PGD(Attack):
     def randomized(self) -> bool:  # the result depends on the seed only through the random start
         return self.random_start
 
-    @torch.enable_grad()  # an attack needs gradients even when called under torch.no_grad()
     def _attack(self, model, x, y, generator):
         loss_fn, sign = LOSSES[self.loss], self._loss_sign()
         if self.random_start:
@@ -95,8 +93,6 @@ class BIM(PGD):
     Threat model and targeted semantics as PGD; Linf by default.
     """
 
-    def __init__(self, eps: float = 0.1, alpha: float = 0.01, steps: int = 10, norm: str = "linf",
-                 targeted: bool = False, eot_iter: int = 1, loss: str = "ce", keep_best: bool = False,
-                 seed: int = 0, chunk_size: int = 1000, checks: bool = True, amp: bool = False):
-        super().__init__(eps, alpha, steps, False, norm, targeted, eot_iter, loss, keep_best, seed,
-                         chunk_size, checks, amp)
+    def __init__(self, eps: float | None = None, alpha: float = 0.01, steps: int = 10, norm: str = "linf",
+                 targeted: bool = False, eot_iter: int = 1, loss: str = "ce", keep_best: bool = False, **common):
+        super().__init__(eps, alpha, steps, False, norm, targeted, eot_iter, loss, keep_best, **common)

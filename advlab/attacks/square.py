@@ -6,13 +6,11 @@ attack via random search", ECCV 2020. Only the model's outputs are used (no grad
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
-import torch.nn as nn
 
 from advlab.attacks.apgd import sub_generator
-from advlab.attacks.base import Attack, ce_loss, check_positive, eval_mode, margin_loss
+from advlab.attacks.base import Attack, ce_loss, check_positive, eval_mode, margin_loss, warn_caller
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -63,9 +61,8 @@ class Square(Attack):
     randomized = True
 
     def __init__(self, eps: float, norm: str = "linf", n_queries: int = 5000, n_restarts: int = 1,
-                 p_init: float = 0.8, loss: str = "margin", seed: int = 0, chunk_size: int = 1000,
-                 checks: bool = True, amp: bool = False):
-        super().__init__(eps, norm, False, seed, chunk_size, checks, amp)
+                 p_init: float = 0.8, loss: str = "margin", **common):
+        super().__init__(eps, norm, False, **common)
         self.n_queries = check_positive(n_queries, "n_queries", integer=True)
         self.n_restarts = check_positive(n_restarts, "n_restarts", integer=True)
         self.p_init = float(check_positive(p_init, "p_init"))
@@ -78,21 +75,14 @@ class Square(Attack):
         self._queries: list = []
 
     def __call__(self, model, x, y):
-        # the base checks take an input gradient; a black-box attack gets output-only checks instead
-        checks, self.checks, self._queries = self.checks, False, []
-        was_training = isinstance(model, nn.Module) and any(m.training for m in model.modules())
-        try:
-            out = super().__call__(model, x, y)
-        finally:
-            self.checks = checks
-        if checks and isinstance(model, nn.Module) and len(x):
-            self.last_checks = self._blackbox_checks(model, x, was_training)
-        self.last_queries = (torch.cat(self._queries) if self._queries
+        self._queries = []
+        out = super().__call__(model, x, y)
+        self.last_queries = (torch.cat(self._queries).to(out.device) if self._queries
                              else torch.zeros(len(out), dtype=torch.long, device=out.device))
         return out
 
-    @staticmethod
-    def _blackbox_checks(model, x, was_training: bool) -> list[str]:
+    def _runtime_checks(self, model, x, y, was_training: bool) -> list[str]:
+        """The base checks take an input gradient; a black-box attack gets output-only checks instead."""
         problems = []
         if was_training:
             problems.append("the model is in train mode: attacks run it in eval mode; call model.eval() "
@@ -104,7 +94,7 @@ class Square(Attack):
             problems.append("the model's outputs differ between two calls on the same input (a randomised "
                             "defense?): Square's accept/reject decisions then follow the noise")
         for p in problems:
-            warnings.warn(f"advlab.attacks: {p}", RuntimeWarning, stacklevel=3)
+            warn_caller(f"advlab.attacks: {p}")
         return problems
 
     def _forward(self, model, x):
