@@ -2,41 +2,106 @@
 
 A robust accuracy is never reported without the attack that produced it: `robust_accuracy`
 returns a float, `robust_report` a dict that names the attack and its settings.
+
+Inputs are checked once against the model (`validate.check_fit`): images that do not fit it
+(channels, size), labels that are not integers below the model's number of outputs, and an empty
+batch (whose accuracy is undefined) raise ValueError naming the argument. Documented conversions:
+integer labels of any dtype become int64, float64 images meet a float32 model, x moves to the
+model's device.
 """
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
 
-from advlab.validate import check_images, check_labels
+from advlab.validate import check_fit, check_model, check_positive, eval_mode
+
+
+def _mode(model):
+    """eval_mode for a module (every module's flag restored afterwards); nothing for a plain callable."""
+    return eval_mode(model) if isinstance(model, nn.Module) else nullcontext()
+
+
+def _logits(model, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    if not torch.is_tensor(out) or out.dim() != 2 or len(out) != len(x):
+        raise ValueError(f"model: expected logits of shape ({len(x)}, num_classes) for {len(x)} images, got "
+                         f"{tuple(out.shape) if torch.is_tensor(out) else type(out).__name__}")
+    return out
+
+
+def _check_label_range(y: torch.Tensor, num_classes: int) -> None:
+    if len(y) and int(y.max()) >= num_classes:
+        raise ValueError(f"y: labels must lie in [0, {num_classes}): the model has {num_classes} outputs, "
+                         f"got labels up to {int(y.max())}")
+
+
+def _prepare(model, x, y, batch_size):
+    """The checks every accuracy shares; returns (x, y) converted for the model."""
+    check_model(model)
+    check_positive(batch_size, "batch_size", integer=True)
+    x, y = check_fit(model, x, y)
+    if len(x) == 0:
+        raise ValueError("x: the batch is empty (0 images); an accuracy over no images is undefined")
+    return x, y
+
+
+def _check_attack(attack) -> None:
+    if not callable(attack):
+        raise ValueError(f"attack: expected an attack callable atk(model, x, y) -> x_adv, got "
+                         f"{type(attack).__name__} {attack!r}")
+
+
+def _adversarial(model, x, y, attack) -> torch.Tensor:
+    """attack(model, x, y) after checking y against the model's outputs; its result must fit x."""
+    with torch.no_grad(), _mode(model):
+        _check_label_range(y, _logits(model, x[:1]).shape[1])
+    x_adv = attack(model, x, y)
+    if not torch.is_tensor(x_adv) or x_adv.shape != x.shape:
+        raise ValueError(f"attack: {attack!r} returned "
+                         f"{'shape ' + str(tuple(x_adv.shape)) if torch.is_tensor(x_adv) else type(x_adv).__name__}"
+                         f" for x of shape {tuple(x.shape)}; an attack returns one image per input")
+    return x_adv
 
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Predicted labels of x, computed in chunks of batch_size."""
-    check_images(x)
-    out = [model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
+    """Predicted labels of x, computed in chunks of batch_size (the model's train/eval mode is left as it is)."""
+    check_model(model)
+    check_positive(batch_size, "batch_size", integer=True)
+    x, _ = check_fit(model, x)
+    out = [_logits(model, x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=x.device)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Fraction of x classified as y (model put in eval mode for the call, then restored)."""
-    check_labels(y, len(x))
-    was_training = model.training
-    model.eval()
-    try:
-        return (predict(model, x, batch_size) == y.to(x.device)).float().mean().item()
-    finally:
-        model.train(was_training)
+    """Fraction of x classified as y, the model run in eval mode (every module's own train flag is
+    restored afterwards). ValueError naming `x` for an empty batch, `y` for labels >= the model's
+    number of outputs."""
+    x, y = _prepare(model, x, y, batch_size)
+    preds = []
+    with torch.no_grad(), _mode(model):
+        for i in range(0, len(x), batch_size):
+            logits = _logits(model, x[i:i + batch_size])
+            if i == 0:
+                _check_label_range(y, logits.shape[1])
+            preds.append(logits.argmax(1))
+    return (torch.cat(preds) == y).float().mean().item()
 
 
 def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, batch_size: int = 500) -> float:
     """Accuracy of model on attack(model, x, y)."""
-    return accuracy(model, attack(model, x, y), y, batch_size)
+    _check_attack(attack)
+    x, y = _prepare(model, x, y, batch_size)
+    return accuracy(model, _adversarial(model, x, y, attack), y, batch_size)
 
 
 def robust_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, batch_size: int = 500) -> dict:
     """Clean and robust accuracy together with the attack's name and settings."""
-    x_adv = attack(model, x, y)
+    _check_attack(attack)
+    x, y = _prepare(model, x, y, batch_size)
+    x_adv = _adversarial(model, x, y, attack)
     return {"attack": repr(attack), "n": len(x), "clean_acc": accuracy(model, x, y, batch_size),
             "robust_acc": accuracy(model, x_adv, y, batch_size)}

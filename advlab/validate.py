@@ -100,6 +100,41 @@ def _expected_input(model) -> tuple | None:
     return None
 
 
+def _expected_numel(model) -> int | None:
+    """C * H * W a flattening model takes: Sequential(Flatten(), Linear(D, ...), ...) takes D values per
+    image (any C, H, W with that product); a purifier answers for its classifier; None when nothing tells."""
+    inner = getattr(model, "classifier", None)
+    if getattr(model, "input_shape", None) is None and isinstance(inner, nn.Module) and inner is not model:
+        return _expected_numel(inner)
+    if isinstance(model, nn.Sequential) and len(model) >= 2 and isinstance(model[0], nn.Flatten) \
+            and model[0].start_dim == 1 and isinstance(model[1], nn.Linear):
+        return model[1].in_features
+    return None
+
+
+def check_model(model, name: str = "model") -> None:
+    """Raise ValueError unless model is an nn.Module or another callable (images -> logits)."""
+    if not isinstance(model, nn.Module) and not callable(model):
+        raise ValueError(f"{name}: expected an nn.Module mapping images to logits, got {type(model).__name__}")
+
+
+def check_device(device, name: str = "device") -> torch.device:
+    """The torch.device that `device` names ("cpu", "cuda", "cuda:1", a torch.device); ValueError naming
+    the argument for anything else, or for CUDA on a machine without it."""
+    if isinstance(device, bool) or not isinstance(device, (str, torch.device)):
+        raise ValueError(f"{name}: expected a device name such as 'cpu' or 'cuda', got {device!r}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{name}: not a device: {device!r} (use e.g. 'cpu', 'cuda' or 'cuda:0')") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}: {device!r} requested but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{name}: {device!r} requested but this machine has {torch.cuda.device_count()} "
+                         f"CUDA device(s)")
+    return dev
+
+
 def _first_param(model):
     if isinstance(model, nn.Module):
         for p in model.parameters():
@@ -112,8 +147,8 @@ def check_fit(model, x, y=None, num_classes: int | None = None, name: str = "x",
     ready for it: (x, y).
 
     Raises ValueError naming the argument when x is not an image batch in [0, 1], when its channels
-    or size differ from what the model takes (`model.input_shape`, or the first conv's channels),
-    or when y does not hold len(x) integer labels in [0, num_classes). Documented conversions (never
+    or size differ from what the model takes (`model.input_shape`, the first conv's channels, or the
+    in_features of a Sequential(Flatten(), Linear(...)); a purifier answers for its classifier), or when y does not hold len(x) integer labels in [0, num_classes). Documented conversions (never
     errors): floating x of another dtype becomes the model's parameter dtype, x moves to the model's
     device, and integer labels of any dtype become int64 on that device.
     """
@@ -127,6 +162,12 @@ def check_fit(model, x, y=None, num_classes: int | None = None, name: str = "x",
         if want[1] is not None and got[1:] != tuple(want[1:]):
             raise ValueError(f"{name}: model expects images of size {want[1]}x{want[2]}, got "
                              f"{got[1]}x{got[2]} (shape {tuple(x.shape)})")
+    else:
+        numel = _expected_numel(model)
+        if numel is not None and math.prod(x.shape[1:]) != numel:
+            raise ValueError(f"{name}: model expects images of {numel} values (C*H*W), got "
+                             f"{'x'.join(map(str, x.shape[1:]))} = {math.prod(x.shape[1:])} "
+                             f"(shape {tuple(x.shape)})")
     p = _first_param(model)
     if p is not None:
         if x.device != p.device:

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from advlab.validate import check_images
+from advlab.validate import check_fit
 
 
 class Purifier(nn.Module):
@@ -74,10 +74,14 @@ class Purifier(nn.Module):
     def purify(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Purified images: (N, C, H, W) in [0, 1] -> (N, C, H, W) in [0, 1].
 
+        x is checked against the classifier once (`validate.check_fit`): images of other channels or
+        size raise ValueError naming `x`; float64 images become the classifier's dtype and move to
+        its device (documented conversions, never errors).
+
         generator: a CPU torch.Generator for the random draws of a stochastic defense (default:
         the defense's own stream, seeded by `seed`); deterministic defenses ignore it.
         """
-        check_images(x, "x")
+        x, _ = check_fit(self, x)     # images that fit the classifier; float64 -> its dtype, its device
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
         return self._purify(x, generator if generator is not None else self._generator)
@@ -87,6 +91,7 @@ class Purifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the classifier on the purified images, (N, num_classes)."""
+        x, _ = check_fit(self, x)
         x_pure = self.purify(x)
         if not self.differentiable and torch.is_grad_enabled() and x.requires_grad:
             # keep the graph connected so that a naive attack runs (and sees the zero gradient

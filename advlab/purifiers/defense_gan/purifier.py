@@ -76,8 +76,8 @@ class DefenseGAN(Defense):
 
     def search(self, x: torch.Tensor, generator: torch.Generator | None = None, callback=None) -> LatentSearch:
         """The full result of the latent search on x (best z, reconstruction, errors per restart)."""
-        from advlab.validate import check_images
-        check_images(x, "x")
+        from advlab.validate import check_fit
+        x, _ = check_fit(self, x)
         return latent_search(self.generator, x, self.steps, self.restarts, self.lr, self.momentum, self.decay_at,
                              generator if generator is not None else self._generator, self.batch_size, callback)
 

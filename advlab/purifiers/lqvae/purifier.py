@@ -72,6 +72,11 @@ class LQVAE(Defense):
         """Per image, the fraction of latent levels (bits, for two levels) that x_adv changes in H(mu(x)),
         (N,) in [0, 1]: the LQ-VAE paper's bit-flip analysis."""
         from advlab.purifiers.lqvae.model import code_flips
+        from advlab.validate import check_fit
+        x, _ = check_fit(self, x, name="x")
+        x_adv, _ = check_fit(self, x_adv, name="x_adv")
+        if x_adv.shape != x.shape:
+            raise ValueError(f"x_adv: expected the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
         return code_flips(self.lqvae, x, x_adv)
 
     # ----------------------------------------------------------------------------- attacking it

@@ -93,6 +93,8 @@ class VAEGANPurifier(Defense):
 
     def latent(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """z(x) (N, latent_dim): the posterior mean, or a posterior sample when sample=True."""
+        from advlab.validate import check_fit
+        x, _ = check_fit(self, x)
         mu, logvar = self.vaegan.encode(x)
         if not self.sample:
             return mu
