@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from pathlib import Path
 
@@ -62,13 +61,14 @@ def main() -> None:
     name = f"sweep_{args.defense}_n{len(x)}_seed{args.seed}"
     meta = {"defense": args.defense, "n": len(x), "seed": args.seed, "grey_box_attack": repr(pgd),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "rows": rows}
-    (out / f"{name}.json").write_text(json.dumps(meta, indent=1))
+    from advlab.zoo import atomic       # a crash leaves the old file or the new one, never half of one
+    atomic.write_json(out / f"{name}.json", meta, indent=1)
     cols = [k for k in rows[0] if k != "seconds"]
     lines = [f"**{args.defense} settings on {len(x)} test images (seed {args.seed}), grey box = `{pgd!r}` "
              f"on the classifier ({meta['device']})**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(f"{100 * r[c]:.1f}%" if c in ("clean", "grey_box", "adaptive") else str(r[c])
                                 for c in cols) + " |" for r in rows]
-    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    atomic.write_text(out / f"{name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
