@@ -20,6 +20,7 @@ REGISTRY: dict[str, str] = {
     "defense-gan": "advlab.purifiers.defense_gan.purifier:DefenseGAN",
     "vaegan": "advlab.purifiers.vaegan.purifier:VAEGANPurifier",
     "lqvae": "advlab.purifiers.lqvae.purifier:LQVAE",
+    "carso": "advlab.purifiers.carso.purifier:CARSO",
 }
 
 _NAMES = {"Purifier": "advlab.purifiers.base", "Defense": "advlab.purifiers.base",
