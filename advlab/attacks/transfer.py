@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from advlab.validate import check_fit
+
 
 class Transfer:
     """Black-box transfer attack: x_adv = attack(substitute, x, y); the target model is never queried.
@@ -27,6 +29,7 @@ class Transfer:
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not callable(model):
             raise ValueError(f"model: expected an nn.Module mapping images to logits, got {type(model).__name__}")
+        check_fit(model, x, y)  # x must fit the target too (channels, size), although it is never queried
         return self.attack(self.substitute, x, y)
 
     def __repr__(self) -> str:

@@ -39,7 +39,8 @@ def evaluate_zoo_model(args) -> int:
     saved as they finish under args.cache (an interrupted run resumes); --record writes the result to
     the records (docs/results/records/NAME/KEY.json)."""
     import torch
-    from advlab import attacks, data, zoo
+    from advlab import data, zoo
+    from advlab.attacks import presets
     from advlab.evaluation import adversarial_set, records
     from advlab.metrics import accuracy
     from advlab.training.loop import resolve_device
@@ -51,11 +52,10 @@ def evaluate_zoo_model(args) -> int:
     dataset = rec["config"]["dataset"]
     x, y = data.batch(dataset, "test", n=args.n, seed=args.seed, device=device)
     if args.attack == "pgd":
-        atk = attacks.PGD(eps=args.eps, alpha=args.alpha, steps=args.steps, random_start=True, seed=args.seed)
+        atk = presets.pgd(args.eps, steps=args.steps, alpha=args.alpha, seed=args.seed)
         key = f"pgd{args.steps}_linf{args.eps:g}"
     else:
-        atk = attacks.AutoAttack(eps=args.eps, norm="linf", version="standard", n_classes=int(y.max()) + 1,
-                                 seed=args.seed)
+        atk = presets.autoattack(args.eps, "standard", n_classes=int(y.max()) + 1, seed=args.seed)
         key = f"autoattack_linf{args.eps:g}"
     subset = {"dataset": dataset, "split": "test", "n": len(x), "seed": args.seed}
     x_adv = adversarial_set.craft(model, x, y, atk, model_sha256=rec["sha256"], subset=subset, chunk=args.chunk,
@@ -85,7 +85,8 @@ def zoo_defense_report(args) -> int:
     the summary to the records (docs/results/records/NAME+CLASSIFIER/defense_report*.json)."""
     import time
     import torch
-    from advlab import attacks, data, purifiers, zoo
+    from advlab import data, purifiers, zoo
+    from advlab.attacks import presets
     from advlab.evaluation import adversarial_set, records
     from advlab.evaluation.report import defense_report, format_report, report_rows, save_report
     from advlab.training.loop import resolve_device
@@ -101,7 +102,7 @@ def zoo_defense_report(args) -> int:
     classifier = args.classifier or cls.ZOO["fashion_mnist"]["classifier"]
     purifier = next(v for k, v in cls.ZOO["fashion_mnist"].items() if k != "classifier")
     x, y = data.batch("fashion_mnist", "test", n=args.n, seed=args.seed, device=device)
-    attack = attacks.PGD(eps=args.eps, alpha=args.alpha, steps=args.steps, random_start=True, seed=args.seed)
+    attack = presets.pgd(args.eps, steps=args.steps, alpha=args.alpha, seed=args.seed)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     with torch.no_grad():                     # throughput of purify alone, after one warm-up call
         xs = x[:args.speed_n]

@@ -30,8 +30,9 @@ def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: 
     """Evaluate a purification defense honestly; every accuracy carries the attack that produced it.
 
     defense: an advlab.defenses.Defense (nn.Module images -> logits with .purify, .classifier,
-    .stochastic, .adaptive_model()). attack: any advlab attack; default PGD-40 (alpha 0.01,
-    random start, Linf) at `eps`, which is used only for that default.
+    .stochastic, .adaptive_model()). attack: any advlab attack; default
+    `attacks.presets.pgd40(eps)` (PGD-40, step eps / 10 = 0.01 at the default eps 0.1, random start,
+    Linf); `eps` is used only for that default.
     Rows of the report:
       clean        accuracy of the classifier alone and of the defense on x;
       undefended   the attack on the classifier, classified by the classifier;
@@ -55,7 +56,7 @@ def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: 
     defense-report take it from evaluation.adversarial_set's cache); None: crafted here.
     Returns a json-serialisable dict; `format_report` renders it, `save_report` writes it.
     """
-    from advlab.attacks import PGD
+    from advlab.attacks.presets import pgd40
     from advlab.validate import check_fit, check_images, check_labels
     if not isinstance(defense, nn.Module) or not hasattr(defense, "purify") or not hasattr(defense, "classifier"):
         raise ValueError(f"defense: expected an advlab.defenses.Defense, got {type(defense).__name__}")
@@ -74,7 +75,7 @@ def defense_report(defense, x: torch.Tensor, y: torch.Tensor, attack=None, eps: 
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"{name}: must be a positive int or None, got {v!r}")
     if attack is None:
-        attack = PGD(eps=eps, alpha=0.01, steps=40, random_start=True, norm="linf")
+        attack = pgd40(eps)
     elif not callable(attack):
         raise ValueError(f"attack: expected an attack callable atk(model, x, y), got {type(attack).__name__}")
     if x_adv is not None and (not isinstance(x_adv, torch.Tensor) or x_adv.shape != x.shape):
