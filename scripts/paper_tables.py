@@ -21,6 +21,7 @@ and the subset), and --attacks-only fills it.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from advlab import attacks, data, defenses, evaluate, train, zoo
+from advlab.zoo import atomic
 
 REUSABLE = ("Defense-GAN", "Madry", "Adv Tr")   # the columns that do not depend on the LQ-VAE
 
@@ -215,7 +217,9 @@ def main() -> None:
         text = f"**{t['title']}** ({dev})\n\n" + markdown(t["rows"], t["columns"])
     else:
         t = tables_004(args, device) | {"device": dev}
-        np.savez_compressed(out / f"paper004_arrays_n{t['n']}.npz", **t.pop("arrays"))
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **t.pop("arrays"))
+        atomic.write_bytes(out / f"paper004_arrays_n{t['n']}.npz", buf.getvalue())
         wcols = ["Attack", "Model", *COLUMNS]
         bcols = ["Classifier/Substitute"] + [c for col in COLUMNS for c in (col, f"paper {col}")]
         attacks_used = {r["Attack"]: r["attack"] for r in t["white_box"] if "attack" in r}
@@ -232,7 +236,6 @@ def main() -> None:
                 + f"\n\n**Black box: DeepFool on the substitute, transferred** (`{t['deepfool']}`), ours next to "
                   "paper 004's\n\n" + markdown(t["black_box"], bcols))
     name = f"paper{args.paper}_n{args.n}_seed{args.seed}"
-    from advlab.zoo import atomic
     atomic.write_json(out / f"{name}.json", t, indent=1)
     atomic.write_text(out / f"{name}.md", text + "\n")
     print(text)

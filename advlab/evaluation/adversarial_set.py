@@ -59,7 +59,7 @@ def cache_key(model_sha256: str, attack, x, y, subset: dict | None, chunk: int) 
 def stem(key: dict, name: str = "") -> str:
     """The file name of a set: readable parts, then a hash of the whole key."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    label = re.sub(r"[^A-Za-z0-9.+-]+", "_", f"{name}_{key['attack'].split('(')[0]}").strip("_")
+    label = re.sub(r"[^A-Za-z0-9.+_-]+", "_", f"{name.replace('/', '__')}_{key['attack'].split('(')[0]}").strip("_")
     return f"{label}_n{key['n']}_{digest}"
 
 
