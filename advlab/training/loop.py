@@ -4,15 +4,21 @@
     model, metrics = train(cfg)
 
 `loss_fn(model, x, y) -> loss` replaces plain cross-entropy, which is how adversarial training
-(lecture 03) reuses this loop. Checkpoints (safetensors + a json of optimiser-free state) are
-written after every epoch when `checkpoint` is set, and training resumes from them.
+(lecture 03) reuses this loop. Checkpoints (model, optimiser, scheduler and RNG states, and a json of
+the epoch and history) are written after every epoch when `checkpoint` is set, and training resumes
+from them. Every write is crash-safe: a temporary file, fsync, then an atomic rename, so a run killed
+at any moment leaves the previous checkpoint or the new one; a checkpoint that cannot be read (damaged
+by other means) is reported with a warning and that run starts afresh.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -53,12 +59,44 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """"auto" (or None): CUDA when available, else the CPU; otherwise the device named, ValueError naming
+    `device` when it is not one or is not on this machine."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: {device!r} requested but CUDA is not available here")
-    return dev
+    from advlab.validate import check_device
+    return check_device(device)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """ValueError naming the field of a TrainConfig (or a subclass) that cannot be trained with."""
+    from advlab.validate import check_positive
+
+    def integer(name, minimum, allow_none=False):
+        v = getattr(cfg, name)
+        if v is None and allow_none:
+            return
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ValueError(f"{name}: must be an int >= {minimum}{' or None' if allow_none else ''}, got {v!r}")
+    if not isinstance(cfg.dataset, str) or cfg.dataset not in data.DATASETS:
+        raise ValueError(f"dataset: unknown dataset {cfg.dataset!r}; choose one of {sorted(data.DATASETS)}")
+    integer("epochs", 1)
+    integer("batch_size", 1)
+    integer("seed", -(2 ** 63))
+    info = data.info(cfg.dataset)
+    for name, size in (("n_train", info.n_train), ("n_test", info.n_test)):
+        integer(name, 1, allow_none=True)
+        if getattr(cfg, name) is not None and getattr(cfg, name) > size:
+            raise ValueError(f"{name}: {cfg.dataset} has {size} images in that split, asked for {getattr(cfg, name)}")
+    check_positive(cfg.lr, "lr")
+    check_positive(cfg.weight_decay, "weight_decay", strict=False)
+    for name in ("momentum", "label_smoothing"):
+        v = getattr(cfg, name)
+        check_positive(v, name, strict=False)
+        if v >= 1:
+            raise ValueError(f"{name}: must lie in [0, 1), got {v!r}")
+    if not isinstance(cfg.arch_kwargs, dict):
+        raise ValueError(f"arch_kwargs: must be a dict, got {cfg.arch_kwargs!r}")
+    resolve_device(cfg.device)
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, shift: int = 2, flip: bool = True) -> torch.Tensor:
@@ -89,10 +127,9 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
     Under torchrun (several processes) the model is wrapped in DistributedDataParallel and each
     process trains on its shard of every epoch; cfg.batch_size stays the global batch size.
     """
-    if cfg.epochs < 1:
-        raise ValueError(f"epochs: must be >= 1, got {cfg.epochs}")
-    if monitor_every < 0:
-        raise ValueError(f"monitor_every: must be >= 0, got {monitor_every}")
+    check_config(cfg)
+    if isinstance(monitor_every, bool) or not isinstance(monitor_every, int) or monitor_every < 0:
+        raise ValueError(f"monitor_every: must be an int >= 0, got {monitor_every!r}")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     rank, world = init_distributed(device)
@@ -117,15 +154,18 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
     steps_per_epoch = math.ceil(n_local / batch_size)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-                                                pct_start=0.25)
+    total_steps = cfg.epochs * steps_per_epoch
+    if total_steps * 0.25 > 1:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25)
+    else:   # fewer than 5 steps: no room for a warm-up (OneCycleLR divides by zero), a constant cfg.lr
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     loss_fn = loss_fn or (lambda m, xb, yb: F.cross_entropy(m(xb), yb, label_smoothing=cfg.label_smoothing))
     use_amp = cfg.amp and device.type == "cuda"
     history, start_epoch = [], 0
     g = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
     ckpt = Path(checkpoint) if checkpoint else None
-    if ckpt and ckpt.with_suffix(".pt.json").exists():
-        meta = load_training_state(ckpt, g, model=model, opt=opt, sched=sched)
+    meta = resume_training_state(ckpt, g, model=model, opt=opt, sched=sched) if ckpt else None
+    if meta is not None:
         start_epoch, history = meta["epoch"], meta["history"]
     t0, monitored, stop = time.time(), [], False
     for epoch in range(start_epoch, cfg.epochs):
@@ -217,25 +257,81 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:   # no directory handles (Windows): the rename is all there is
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _crash_hook(what: str) -> None:
+    """Test hook of tests/test_training_crash.py: with ADVLAB_CRASH_AT="<what>:<k>" (what: state or
+    meta), the k-th write of that kind in this process touches the file ADVLAB_CRASH_MARKER once its
+    temporary file is complete, then sleeps (ADVLAB_CRASH_SLEEP seconds, default 600) before the
+    rename, so that the test can kill the process exactly there. Does nothing when unset."""
+    spec = os.environ.get("ADVLAB_CRASH_AT")
+    if not spec or not spec.startswith(what + ":"):
+        return
+    _crash_hook.counts[what] = _crash_hook.counts.get(what, 0) + 1
+    if _crash_hook.counts[what] == int(spec.split(":")[1]):
+        Path(os.environ["ADVLAB_CRASH_MARKER"]).write_text(what)
+        time.sleep(float(os.environ.get("ADVLAB_CRASH_SLEEP", "600")))
+
+
+_crash_hook.counts = {}
+
+
+def atomic_write(path: str | Path, write: Callable, what: str = "file") -> None:
+    """write(tmp_path) into a temporary file next to `path`, fsync it, rename it over `path` and fsync
+    the folder: readers (and a later run after a crash) see the old file or the new one, never half."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        _crash_hook(what)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
 def save_training_state(path: str | Path, g: torch.Generator, meta: dict, **states) -> None:
     """Write a resumable training state: states[name].state_dict() for each named model, optimiser or
-    scheduler, the run's generator `g` and torch's global RNG state into `path`, and `meta` (json:
-    epoch or iteration, history) into PATH.json. The RNG states make a resumed run identical to an
-    uninterrupted one. The file is our own, replaced atomically, and read back with weights_only=True."""
+    scheduler, the run's generator `g`, torch's global RNG state and `meta` (json: epoch or iteration,
+    history) into `path`, and `meta` again into PATH.json for readers. The RNG states make a resumed
+    run identical to an uninterrupted one. Both files are replaced atomically (temporary file, fsync,
+    rename), the state first: the meta inside it is the one a resume trusts, so a crash between the
+    two renames loses nothing. The file is our own and read back with weights_only=True."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({name: obj.state_dict() for name, obj in states.items()}
-               | {"g": g.get_state(), "torch_rng": torch.get_rng_state()}, tmp)
-    tmp.replace(path)
-    path.with_suffix(".pt.json").write_text(json.dumps(meta))
+    state = {name: obj.state_dict() for name, obj in states.items()} \
+        | {"g": g.get_state(), "torch_rng": torch.get_rng_state(), "meta": json.dumps(meta)}
+    atomic_write(path, lambda tmp: torch.save(state, tmp), "state")
+    atomic_write(path.with_suffix(".pt.json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)), "meta")
 
 
 def load_training_state(path: str | Path, g: torch.Generator, **states) -> dict:
-    """Restore what save_training_state wrote into the given objects (same names); returns its meta."""
+    """Restore what save_training_state wrote into the given objects (same names); returns its meta.
+    Everything is read and checked before any object is changed."""
     path = Path(path)
-    meta = json.loads(path.with_suffix(".pt.json").read_text())
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not {"g", "torch_rng", *states} <= set(state):
+        raise ValueError(f"{path}: not a training state with {sorted(states)} (keys "
+                         f"{sorted(state) if isinstance(state, dict) else type(state).__name__})")
+    meta = json.loads(state["meta"]) if "meta" in state else json.loads(path.with_suffix(".pt.json").read_text())
     for name, obj in states.items():
         obj.load_state_dict(state[name])
     g.set_state(state["g"])
@@ -243,6 +339,33 @@ def load_training_state(path: str | Path, g: torch.Generator, **states) -> dict:
     where = ", ".join(f"{k} {meta[k]}" for k in ("epoch", "iter") if k in meta)
     print(f"resuming from {path} after {where}")
     return meta
+
+
+def resume_training_state(path: str | Path | None, g: torch.Generator, **states) -> dict | None:
+    """load_training_state when `path` (or its PATH.json) exists; None when there is nothing to resume.
+    A state that cannot be read (truncated, not ours, written for other shapes) gives a RuntimeWarning
+    naming the file and None, every object left as it was: that run starts afresh. Temporary files a
+    killed run left next to it are removed."""
+    if path is None:
+        return None
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):   # also .PATH.json.<pid>.tmp
+        stale.unlink(missing_ok=True)
+    if not path.exists() and not path.with_suffix(".pt.json").exists():
+        return None
+    saved = {name: copy.deepcopy(obj.state_dict()) for name, obj in states.items()}
+    g_state, rng = g.get_state(), torch.get_rng_state()
+    try:
+        return load_training_state(path, g, **states)
+    except Exception as e:  # noqa: BLE001 -- any unreadable state: warn and start afresh
+        for name, obj in states.items():
+            obj.load_state_dict(saved[name])
+        g.set_state(g_state)
+        torch.set_rng_state(rng)
+        warnings.warn(f"{path}: the training state cannot be resumed ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}); starting this run afresh", RuntimeWarning,
+                      stacklevel=3)
+        return None
 
 
 def iteration_run(cfg) -> tuple[torch.device, bool, torch.Tensor, torch.Generator]:
@@ -268,8 +391,8 @@ def train_iterations(cfg, step_fn: Callable[[], dict], g: torch.Generator, state
     """
     ckpt = Path(checkpoint) if checkpoint else None
     start, history = 0, []
-    if ckpt and ckpt.with_suffix(".pt.json").exists():
-        meta = load_training_state(ckpt, g, **states)
+    meta = resume_training_state(ckpt, g, **states) if ckpt else None
+    if meta is not None:
         start, history = meta["iter"], meta["history"]
     t0 = time.time()
     sums: dict[str, float] = {}
