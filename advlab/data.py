@@ -289,12 +289,16 @@ def _check_label_values(path: Path, y: torch.Tensor) -> None:
                              f"0..{len(FASHION_MNIST_CLASSES) - 1} (corrupted bytes)")
 
 
+def _check_image_size(path: Path, x: torch.Tensor) -> None:
+    if tuple(x.shape[1:]) != (28, 28):
+        raise _damaged(path, f"images of size {x.shape[1]}x{x.shape[2]}; Fashion-MNIST's are 28x28")
+
+
 def _read_fmnist_split(raw: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images (N, 1, 28, 28), int64 labels) of one split, the two files checked against each other."""
     ip, lp = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
     x = _read_idx(ip, ndim=3)
-    if tuple(x.shape[1:]) != (28, 28):
-        raise _damaged(ip, f"images of size {x.shape[1]}x{x.shape[2]}; Fashion-MNIST's are 28x28")
+    _check_image_size(ip, x)
     y = _read_idx(lp, ndim=1).long()
     _check_label_values(lp, y)
     if len(y) != len(x):
@@ -309,6 +313,8 @@ def fmnist_file_problem(path: Path) -> str | None:
     path = Path(path)
     try:
         t = _read_idx(path, ndim=3 if "images" in path.name else 1)
+        if "images" in path.name:
+            _check_image_size(path, t)
         if "labels" in path.name:
             _check_label_values(path, t)
             images = path.with_name(path.name.replace("labels-idx1", "images-idx3"))
