@@ -56,12 +56,15 @@ def dataset_for(shape):
 
 
 def batch_for(model, shape, n, seed=0):
-    """n synthetic images; labels are the model's own predictions, so every example is attacked."""
+    """n synthetic images on the model's device; labels are the model's own predictions, so every
+    example is attacked."""
+    p = next(model.parameters())
     x, _ = data.batch(dataset_for(shape), "test", n=n, seed=seed)
+    x = x.to(p.device)
     was = [m.training for m in model.modules()]
     model.eval()
     with torch.no_grad():
-        y = model(x.to(next(model.parameters()).dtype)).argmax(1)
+        y = model(x.to(p.dtype)).argmax(1)
     for m, f in zip(model.modules(), was):
         m.training = f
     return x, y
@@ -180,6 +183,7 @@ def test_float64_dtype_kept(name):
     check_threat_model(atk, x, x_adv, atk.eps, norm)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", NAMES)
 def test_device_kept_cuda(name):

@@ -55,7 +55,7 @@ class _FoundCount:
             return int(found.sum())
         i, self.turn = self.turn, 1 - self.turn
         self.bufs[i].copy_(found.sum(), non_blocking=True)
-        self.events[i].record()
+        self.events[i].record(torch.cuda.current_stream(found.device))
         if not self.pending:  # nothing issued before: count nothing this step
             self.pending = True
             return 0

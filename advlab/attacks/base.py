@@ -169,6 +169,12 @@ def target_labels(logits_or_y: torch.Tensor, mode: str = "random", num_classes: 
 # model handling
 
 
+def amp_autocast(x: torch.Tensor, amp: bool):
+    """bf16 autocast around a model's forward pass when `amp` is on and x is on CUDA; otherwise
+    nothing, so that a caller's own torch.autocast still applies inside the attack."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if amp and x.device.type == "cuda" else nullcontext()
+
+
 def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=ce_loss, eot_iter: int = 1,
                amp: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradient of sum(loss_fn(model(x), y)) w.r.t. x, averaged over eot_iter forward passes.
@@ -178,11 +184,10 @@ def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=ce_lo
     One forward and one backward per pass and nothing else: no accumulator when eot_iter == 1, no
     host synchronisation (this is the inner step of PGD and APGD).
     """
-    amp = amp and x.device.type == "cuda"
     grad = loss_sum = None
     for _ in range(eot_iter):
         xr = x.detach().requires_grad_(True)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16) if amp else nullcontext():
+        with amp_autocast(x, amp):
             logits = model(xr)
         loss = loss_fn(logits, y)
         g, = torch.autograd.grad(loss.sum(), xr)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from advlab.attacks.base import Attack, _bcast, check_positive
+from advlab.attacks.base import Attack, _bcast, amp_autocast, check_positive
 
 
 class CW(Attack):
@@ -48,14 +48,13 @@ class CW(Attack):
         c = torch.full((n,), self.c, dtype=x.dtype, device=dev)
         lower, upper = torch.zeros_like(c), torch.full_like(c, 1e10)
         best, best_l2 = x.clone(), torch.full((n,), float("inf"), dtype=x.dtype, device=dev)
-        amp = self.amp and dev.type == "cuda"
         for _ in range(self.binary_search_steps):
             w = w0.clone().requires_grad_(True)
             opt = torch.optim.Adam([w], lr=self.lr)
             succeeded = torch.zeros(n, dtype=torch.bool, device=dev)
             for _ in range(self.steps):
                 x_adv = (torch.tanh(w) + 1) / 2
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                with amp_autocast(x, self.amp):
                     logits = model(x_adv)
                 margin = self._margin(logits.float(), y)
                 l2sq = (x_adv - x).flatten(1).pow(2).sum(1)

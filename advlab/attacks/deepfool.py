@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from advlab.attacks.base import Attack, _bcast, check_positive, flat_norm
+from advlab.attacks.base import Attack, _bcast, amp_autocast, check_positive, flat_norm
 
 
 class DeepFool(Attack):
@@ -40,13 +40,12 @@ class DeepFool(Attack):
         return torch.cat([y[:, None], others], 1)
 
     def _attack(self, model, x, y, generator):
-        amp = self.amp and x.device.type == "cuda"
         x_adv, r_tot = x.clone(), torch.zeros_like(x)
         active = torch.arange(len(x), device=x.device)
         cands = None
         for _ in range(self.steps):
             xa = x_adv[active].requires_grad_(True)
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            with amp_autocast(x, self.amp):
                 logits = model(xa)
             logits = logits.float()
             if cands is None:

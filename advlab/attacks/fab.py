@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from advlab.attacks.apgd import still_robust, sub_generator
-from advlab.attacks.base import Attack, check_positive, flat_norm, random_in_ball
+from advlab.attacks.base import Attack, amp_autocast, check_positive, flat_norm, random_in_ball
 
 
 def hyperplane_box_projection(x: torch.Tensor, w: torch.Tensor, r: torch.Tensor, norm: str) -> torch.Tensor:
@@ -81,7 +81,7 @@ class FAB(Attack):
     def _linearize(self, model, x, y, t):
         """(w, f): the gradient and value of f_l - f_y at x, l = t or the closest other class."""
         xr = x.detach().requires_grad_(True)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp and x.device.type == "cuda"):
+        with amp_autocast(x, self.amp):
             logits = model(xr)
         logits = logits.float()
         if t is not None:
@@ -101,8 +101,7 @@ class FAB(Attack):
         return w[rows, l_star], f[rows, l_star]
 
     def _predict(self, model, x):
-        with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16,
-                                             enabled=self.amp and x.device.type == "cuda"):
+        with torch.no_grad(), amp_autocast(x, self.amp):
             return model(x).float().argmax(1)
 
     def _run(self, model, x, x_start, y, t):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from advlab.attacks.base import (LOSSES, Attack, _bcast, check_positive, input_grad, normalize_l2, project_l2,
-                                 random_in_ball)
+from advlab.attacks.base import (LOSSES, Attack, _bcast, amp_autocast, check_positive, input_grad, normalize_l2,
+                                 project_l2, random_in_ball)
 
 
 class PGD(Attack):
@@ -60,8 +60,7 @@ class PGD(Attack):
                 x_adv = torch.add(x_adv, normalize_l2(grad), alpha=sign * self.alpha)
                 x_adv = (x + project_l2(x_adv - x, self.eps)).clamp_(0.0, 1.0)
         if self.keep_best:
-            with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16,
-                                                 enabled=self.amp and x.device.type == "cuda"):
+            with torch.no_grad(), amp_autocast(x, self.amp):
                 logits = model(x_adv).float()
             self._update_best(best, best_loss, done, x_adv, sign * loss_fn(logits, y), logits, y)
             x_adv = best

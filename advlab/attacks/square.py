@@ -10,7 +10,7 @@ import math
 import torch
 
 from advlab.attacks.apgd import sub_generator
-from advlab.attacks.base import Attack, ce_loss, check_positive, eval_mode, margin_loss, warn_caller
+from advlab.attacks.base import Attack, amp_autocast, ce_loss, check_positive, eval_mode, margin_loss, warn_caller
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -98,7 +98,7 @@ class Square(Attack):
         return problems
 
     def _forward(self, model, x):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp and x.device.type == "cuda"):
+        with amp_autocast(x, self.amp):
             return model(x).float()
 
     def _side(self, i, h, w, budget):
