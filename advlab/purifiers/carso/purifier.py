@@ -28,6 +28,10 @@ at -1e4, which zeroes it too). An attack that sees zero gradients there is not e
 robustness: use backward="mean_probs", whose forward pass is the defense's (same draws, same scores)
 and whose gradient is that of the mean softmax over the K draws (the EoT expectation), or a margin
 loss; the large-eps sanity check of `evaluate.defense_report` catches a masked gradient.
+"mean_probs" attacks the same draws scored by the mean softmax (its forward value is that smooth
+score, not CARSO's: a straight-through of CARSO's scores would keep the saturated outer gradient);
+success is judged on the defense itself. A callable backward f gives BPDA per draw (each
+reconstruction's Jacobian replaced by f's; the forward pass is the defense's).
 """
 from __future__ import annotations
 
@@ -123,23 +127,52 @@ class CARSO(Purifier):
         return aggregate(self.draw_logits(x), self.rule)
 
     # ----------------------------------------------------------------------------- attacking it
+    def adaptive_model(self, backward=None) -> nn.Module:
+        """The module an adaptive attacker attacks end to end (same draws as the defense).
+
+        backward: None or "exact" (the defense itself), "mean_probs" (the same draws scored by the mean
+        softmax: a smooth surrogate whose forward value is not CARSO's scores), or a callable f(x) -> images: BPDA per draw, each reconstruction's Jacobian
+        replaced by f's (the draws are still classified and aggregated as in the defense).
+        """
+        if callable(backward) and not isinstance(backward, str):
+            return self._same_mode(_BPDABackward(self, backward))
+        return super().adaptive_model(backward)
+
     def _adaptive_model(self, backward: str) -> nn.Module:
         return _SmoothBackward(self)
 
 
 class _SmoothBackward(nn.Module):
-    """The defense's forward pass (same draws, same aggregated scores) with the gradient of the mean
-    softmax over the draws: value = aggregate(l, rule), gradient = that of aggregate(l, "mean_probs")."""
+    """The defense's draws scored by the mean softmax, log((1/K) sum_j softmax(l_j)) (the EoT expectation),
+    as voting.Voting.adaptive_model does. Not a straight-through of CARSO's scores: a loss evaluated at
+    CARSO's saturated scores has a vanishing outer gradient (softmax(scores) - onehot(y) = 0 in float32 for
+    a confidently classified input), whatever gradient is routed behind it. The decision stays the
+    defense's: attacks are judged on the defense itself (evaluate.defense_report classifies by `defense`)."""
 
     def __init__(self, defense: CARSO):
         super().__init__()
         self.defense = defense
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.defense.draw_logits(x)                                             # (K, N, classes)
-        value = aggregate(logits, self.defense.rule)
-        smooth = aggregate(logits, "mean_probs")
-        return value.detach() + (smooth - smooth.detach())
+        return aggregate(self.defense.draw_logits(x), "mean_probs")                     # (N, classes)
 
     def extra_repr(self) -> str:
         return "backward='mean_probs'"
+
+
+class _BPDABackward(nn.Module):
+    """The defense's forward pass with BPDA through the purifier: every draw's reconstruction keeps its
+    value, its gradient is that of f(x) (advlab.attacks.BPDA on the K draws at once)."""
+
+    def __init__(self, defense: CARSO, f):
+        super().__init__()
+        from advlab.attacks.bpda import BPDA
+        self.defense = defense
+        k = defense.n_samples
+        self.bpda = BPDA(lambda x: defense.sample(x).flatten(0, 1),                       # (K * N, C, H, W)
+                         lambda x: f(x).repeat(k, *([1] * (x.dim() - 1))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rec = self.bpda(x)                                                               # (K * N, C, H, W)
+        logits = self.defense.classifier(rec).view(self.defense.n_samples, len(x), -1)
+        return aggregate(logits, self.defense.rule)
