@@ -273,10 +273,30 @@ def _toward(a: torch.Tensor, b: torch.Tensor, k: int = 0) -> torch.Tensor:
     return moved.to(ibits).view(a.dtype)
 
 
+def _largest_below(eps: float, dt: torch.dtype) -> float:
+    """The largest number of dtype dt (and of float32, for half dtypes) that is <= eps."""
+    t = torch.tensor(eps, dtype=torch.float64).to(dt)
+    if float(t) > eps:
+        t = _toward(t, torch.zeros_like(t))
+    return float(t)
+
+
+def _round_inward(v: torch.Tensor, dt: torch.dtype, up: bool) -> torch.Tensor:
+    """v (float64, in [0, 1]) rounded to dt: the smallest dt number >= v (up) or the largest <= v."""
+    r = v.to(dt)
+    off = r.double() < v if up else r.double() > v
+    to = torch.full_like(r, 1.0 if up else 0.0)
+    try:
+        nxt = torch.nextafter(r, to)
+    except (RuntimeError, NotImplementedError):  # no nextafter kernel for this dtype and device
+        nxt = _toward(r, to)
+    return torch.where(off, nxt, r)
+
+
 def _violations(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Elements (Linf) or rows (L2) outside the ball when the perturbation is computed in x's dtype,
     in float32 (for half dtypes) or exactly (float64); all compared with eps as a Python float."""
-    dts = [x.dtype] + ([torch.float32] if x.dtype in HALF else []) + ([torch.float64] if x.dtype != torch.float64 else [])
+    dts = [x.dtype] + [torch.float32] * (x.dtype in HALF) + [torch.float64] * (x.dtype != torch.float64)
     bad = None
     for dt in dts:
         d = x_adv.to(dt) - x.to(dt)
@@ -292,19 +312,33 @@ def fit_to_threat_model(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None,
     threat model holds *exactly* in x's dtype: ||x_adv - x|| <= eps when computed in that dtype, in
     float32 and exactly (float64), with eps as given (a Python float).
 
-    The projection runs in float32 for half dtypes (x's own dtype otherwise); the cast to a
-    half dtype rounds to nearest and can leave the ball by one unit in the last place (bf16, eps
-    0.0314: 0.0332), and so can x + eps in float32 (eps=0.1 is not a float32 number). The elements
-    that do are moved towards x by 1, 2, 4, ... ulps (Linf), the rows that do are shrunk (L2),
-    until none is outside; elements inside the ball are never touched. [0, 1] holds exactly: the bounds are
-    representable and moving towards x in [0, 1] never leaves it.
+    A projection followed by a cast to a half dtype rounds to nearest and can leave the ball by one
+    unit in the last place (bf16, eps 0.0314: 0.0332), and so can x + eps in float32 (eps=0.1 is
+    not a float32 number). Linf: with e the largest number of x's dtype <= eps, x_adv is clamped
+    to the bounds of [x - e, x + e] & [0, 1] rounded inwards to x's dtype, so |x_adv - x| <= e
+    exactly and, rounding being monotonic, also when computed in x's dtype or in float32 (the
+    clamp runs in float32 for half dtypes; its rounding cannot leave representable bounds); a
+    difference that is exact in x's dtype (x_adv within a factor 2 of x: most pixels) loses
+    nothing to e < eps. L2: the projection runs in
+    float32 for half dtypes (x's own dtype otherwise). Then the perturbation is checked as a user
+    would compute it (`_violations`); the elements still outside (a difference that rounds up in
+    x's dtype) move towards x by 1, 2, 4, ... ulps (Linf), the rows still outside are shrunk (L2),
+    until none is; elements inside the ball are never touched. [0, 1] holds exactly: its
+    bounds are representable and moving towards x in [0, 1] never leaves it.
     """
     dt = x.dtype
     if eps is None:  # unbounded minimal-perturbation attack: only the image box applies
         return x_adv.to(dt).clamp(0.0, 1.0)
     work = torch.float32 if dt in HALF else dt
-    xw = x.to(work)
-    out = (xw + project(x_adv.to(work) - xw, eps, norm)).clamp_(0.0, 1.0).to(dt)
+    if norm == "linf":  # clamp to the representable bounds inside the box [x - e, x + e] & [0, 1]
+        e = _largest_below(eps, dt)
+        x64 = x.double()
+        lo = _round_inward((x64 - e).clamp_(min=0.0), dt, up=True).to(work)
+        hi = _round_inward((x64 + e).clamp_(max=1.0), dt, up=False).to(work)
+        out = torch.minimum(torch.maximum(x_adv.to(work), lo), hi).to(dt)  # rounding stays in [lo, hi]
+    else:
+        xw = x.to(work)
+        out = (xw + project(x_adv.to(work) - xw, eps, norm)).clamp_(0.0, 1.0).to(dt)
     for i in range(max_rounds):
         bad = _violations(out, x, eps, norm)
         if not bool(bad.any()):  # a host sync per round and chunk, never per step
@@ -312,7 +346,7 @@ def fit_to_threat_model(x_adv: torch.Tensor, x: torch.Tensor, eps: float | None,
         if norm == "linf":  # 1, 2, 4, ... ulps towards x (a few rounds even where x_adv is tiny)
             out = torch.where(bad, _toward(out, x, i), out)
         else:  # shrink the offending rows by a margin that doubles each round
-            shrink = 1.0 - torch.finfo(dt).eps * 2 ** (i + 1)
+            shrink = max(1.0 - torch.finfo(dt).eps * 2 ** (i + 1), 0.0)
             d = out.double() - x.double()
             d = project_l2(d, eps * shrink)
             new = (x.double() + d).clamp(0.0, 1.0).to(dt)

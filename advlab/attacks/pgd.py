@@ -55,7 +55,7 @@ class PGD(Attack):
             if self.keep_best:  # loss and logits belong to x_adv, the iterate before this step
                 self._update_best(best, best_loss, done, x_adv, sign * loss, logits, y)
             if self.norm == "linf":
-                x_adv = torch.add(x_adv, grad.sign_(), alpha=sign * self.alpha).clamp_(lo, hi)
+                x_adv.add_(grad.sign_(), alpha=sign * self.alpha).clamp_(lo, hi)  # x_adv is ours: in place
             else:
                 x_adv = torch.add(x_adv, normalize_l2(grad), alpha=sign * self.alpha)
                 x_adv = (x + project_l2(x_adv - x, self.eps)).clamp_(0.0, 1.0)
