@@ -5,24 +5,30 @@
 #
 # Step 1 (papermill): `python -m advlab.course run --kind all --profile quick --out OUTDIR` executes
 #   notebooks/, solutions/ and exercises/ (blanks may only raise NotImplementedError) into
-#   OUTDIR/{notebooks,solutions,exercises}/, results into OUTDIR/results/.
+#   OUTDIR/{notebooks,solutions,exercises}/, results into OUTDIR/results/. It prints a line per
+#   executed code cell (`[notebooks/NN_x.ipynb] cell k/n done in T s (S s so far)  first line`), so a
+#   long lecture shows where it is, and starts its kernels with a quiet log (advlab.course.KERNEL_ARGUMENTS:
+#   no "Kernel is running over TCP without encryption" warning per notebook from ipykernel).
 # Step 2 (nbval): pytest re-executes each executed notebook in a fresh kernel and compares every
 #   output with the stored one (after tests/nbval_sanitize.cfg), so the same SEED must give the
 #   same numbers.
 # Environment: PYTHON (default .venv/bin/python if present, else python3), ONLY (e.g. "00,01"),
-#   PROFILE (default quick), DEVICE (default cpu). ADVLAB_ZOO / ADVLAB_DATA are passed through.
+#   PROFILE (default quick), DEVICE (default cpu), PROGRESS (cells | bar | none; default cells).
+#   ADVLAB_ZOO / ADVLAB_DATA are passed through.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT="${1:-build/notebook-tests}"
 if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"; elif [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 PROFILE="${PROFILE:-quick}"
 DEVICE="${DEVICE:-cpu}"
+PROGRESS="${PROGRESS:-cells}"
 ONLY_ARGS=()
 [[ -n "${ONLY:-}" ]] && ONLY_ARGS=(--only "$ONLY")
 
 echo "== papermill: executing notebooks into $OUT (profile=$PROFILE, device=$DEVICE)"
 t0=$SECONDS
-"$PY" -m advlab.course run --kind all --profile "$PROFILE" --device "$DEVICE" --out "$OUT" "${ONLY_ARGS[@]}"
+"$PY" -m advlab.course run --kind all --profile "$PROFILE" --device "$DEVICE" --out "$OUT" --progress "$PROGRESS" \
+  "${ONLY_ARGS[@]}"
 t1=$SECONDS
 
 mapfile -t EXECUTED < <(ls "$OUT"/notebooks/*.ipynb "$OUT"/solutions/*.ipynb "$OUT"/exercises/*.ipynb 2>/dev/null)
