@@ -105,3 +105,14 @@ register(ZooEntry("fmnist/carso", "carso", "fashion_mnist",
                                    layers=["features.0", "features.4.0", "features.5.0"], latent_dim=64, fc_repr=512,
                                    width=32, enc_width=4),
                   builder="advlab.purifiers.carso.model:build_carso", trainer="advlab.purifiers.carso.train"))
+# MLVGM purification (Serez et al.): a three-level hierarchical VAE (4x4, 7x7, 14x14 latent maps)
+register(ZooEntry("fmnist/hvae", "hvae", "fashion_mnist",
+                  "Hierarchical VAE for MLVGM purification (Serez et al.): 3 latent levels (4x4x8, 7x7x4, 14x14x2), "
+                  "top-down path with residual posteriors (NVAE style), Bernoulli likelihood, width 64 (531k params, "
+                  "sized for CPU training); KL warm-up 1500 iterations, free bits 0.05 nats per coordinate per channel, "
+                  "Adam 2e-3 with cosine decay, EMA 0.999; 7000 iterations of 64",
+                  train=dict(iters=7000, batch_size=64, seed=10),
+                  train_quick=dict(iters=20, batch_size=32, n_train=2000, log_every=5, ckpt_every=10, eval_n=64,
+                                   kl_warmup=10, lr_warmup=5),
+                  arch_kwargs=dict(width=64, z_channels=[8, 4, 2]),
+                  builder="advlab.purifiers.mlvgm.model:build_hvae", trainer="advlab.purifiers.mlvgm.train"))

@@ -1,0 +1,1 @@
+"""MLVGM purification (Serez et al.)."""
