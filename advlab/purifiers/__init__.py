@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "vaegan": "advlab.purifiers.vaegan.purifier:VAEGANPurifier",
     "lqvae": "advlab.purifiers.lqvae.purifier:LQVAE",
     "carso": "advlab.purifiers.carso.purifier:CARSO",
+    "mlvgm": "advlab.purifiers.mlvgm.purifier:MLVGM",
 }
 
 _NAMES = {"Purifier": "advlab.purifiers.base", "Defense": "advlab.purifiers.base",
