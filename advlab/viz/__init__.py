@@ -9,14 +9,17 @@ Every name lives in one of these modules and is re-exported here, so `viz.NAME` 
 needs:
 
     core               general helpers: image grids, perturbation galleries, norm balls, accuracy vs ε,
-                       save_figure (and the colours and small helpers the lecture modules share)
+                       accuracy bars labelled with their values (0% included), 2-D points coloured by
+                       class with a legend, save_figure (and the colours and small helpers the lecture
+                       modules share)
     l00_threat_models  lecture 00: budget-spending noise, who the attacker is
     l01_attacks        lecture 01: the loss landscape, PGD in 2-D, loss traces, targeted galleries
     l04_defense_gan    lecture 04: the GAN diagram, Defense-GAN's latent search
     l05_vaegan         lecture 05: the VAE-GAN diagram, purification steps
     l06_lqvae          lecture 06: the LQ-VAE diagram, bit flips of the code
     widgets            ipywidgets explorers (also importable as advlab.widgets); ipywidgets is imported
-                       only when an explorer is built
+                       only when an explorer is built; each also carries a static picture of its
+                       default state, which a static copy of the notebook shows
 
 Helpers return their figure (or the axes they drew on) and never call `plt.show()`. Outside
 Jupyter the non-interactive Agg backend is selected on import unless a backend was already
@@ -25,8 +28,8 @@ chosen. Importing advlab.viz never imports IPython or ipywidgets.
 # core first: it picks the matplotlib backend before anything imports matplotlib.pyplot
 from advlab.viz.core import (CORRECT_COLOR, WRONG_COLOR, _as_images, _box, _grid, _in_jupyter_kernel,
                              _label_list, _name, _perturbation_grid, _project_l2_2d, _project_linf_2d,
-                             _to_numpy, plot_accuracy_vs_eps, plot_norm_balls, save_figure, show_images,
-                             show_perturbations)
+                             _to_numpy, plot_accuracy_bars, plot_accuracy_vs_eps, plot_norm_balls, save_figure,
+                             scatter_by_class, show_images, show_perturbations)
 from advlab.viz.l00_threat_models import budget_noise, plot_threat_models, show_threat_model_noise
 from advlab.viz.l01_attacks import (_TOY_A, _TOY_C, _one_image, _toy_grad, attack_loss_trace, loss_landscape,
                                     pgd_toy_2d, plot_loss_landscape, plot_loss_traces, plot_pgd_toy,
@@ -39,7 +42,7 @@ from advlab.viz import widgets  # imports torch only; ipywidgets waits until an 
 __all__ = [
     # core
     "CORRECT_COLOR", "WRONG_COLOR", "show_images", "show_perturbations", "plot_norm_balls",
-    "plot_accuracy_vs_eps", "save_figure",
+    "plot_accuracy_vs_eps", "plot_accuracy_bars", "scatter_by_class", "save_figure",
     # lecture 00
     "budget_noise", "show_threat_model_noise", "plot_threat_models",
     # lecture 01

@@ -1,5 +1,6 @@
 """The general matplotlib helpers every lecture uses: image grids, perturbation galleries,
-norm balls in 2-D, accuracy-vs-ε curves and saving figures (the per-lecture pictures build on
+norm balls in 2-D, accuracy-vs-ε curves, labelled accuracy bars, 2-D points coloured by class
+and saving figures (the per-lecture pictures build on
 them and live in the sibling modules of advlab.viz).
 
     fig = viz.show_images(x[:16], labels=y[:16], class_names=data.class_names("fashion_mnist"))
@@ -228,6 +229,137 @@ def plot_accuracy_vs_eps(results: dict, ax=None, title: str | None = None, xlabe
         ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    return ax
+
+
+def _accuracy_items(values, labels):
+    if isinstance(values, dict):
+        if labels is not None:
+            raise ValueError("labels: give either a dict {label: accuracy} or values and labels, not both")
+        items = [(str(k), v) for k, v in values.items()]
+    else:
+        vals = list(values)
+        labels = [str(i) for i in range(len(vals))] if labels is None else [str(k) for k in labels]
+        if len(labels) != len(vals):
+            raise ValueError(f"labels: expected {len(vals)} labels (one per value), got {len(labels)}")
+        items = list(zip(labels, vals))
+    if not items:
+        raise ValueError("values: expected at least one accuracy")
+    out = []
+    for k, v in items:
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"values[{k!r}]: expected a number in [0, 1], got {v!r}") from None
+        if v == v and not -1e-9 <= v <= 1 + 1e-9:
+            raise ValueError(f"values[{k!r}]: expected an accuracy in [0, 1] (a fraction, not a percentage), got {v!r}")
+        out.append((k, v))
+    return out
+
+
+def plot_accuracy_bars(values, labels=None, ax=None, horizontal: bool = False, reference: float | None = None,
+                       reference_label: str = "clean", colors=None, color: str = "#4c72b0",
+                       title: str | None = None, value_label: str = "accuracy (%)", decimals: int = 1,
+                       label_rotation: float = 0.0, fontsize: float = 8):
+    """A bar per accuracy, every bar labelled with its value, so 0% is as readable as 90%.
+
+    values: {label: accuracy in [0, 1]}, or a sequence with `labels`; NaN draws no bar and reads "n/a".
+    horizontal: bars along x, the first label at the top (good for long attack names).
+    reference: an accuracy drawn as a dotted line (e.g. the clean accuracy), named in a legend.
+    colors: one colour per bar (default: `color` for all).
+    A bar too short to see (0%, or below half a percent of the axis) gets an outlined marker at its
+    value, on top of the axis, besides its label. Returns the axes.
+    """
+    items = _accuracy_items(values, labels)
+    if colors is not None:
+        colors = list(colors)
+        if len(colors) != len(items):
+            raise ValueError(f"colors: expected {len(items)} colours (one per bar), got {len(colors)}")
+    else:
+        colors = [color] * len(items)
+    if ax is None:
+        n = len(items)
+        _, ax = plt.subplots(figsize=(6.0, 0.45 * n + 1.2) if horizontal else (max(4.0, 0.75 * n + 1.5), 3.4))
+    pos = np.arange(len(items))
+    vals = np.array([100.0 * v for _, v in items])
+    drawn = np.nan_to_num(vals, nan=0.0)
+    bar = ax.barh if horizontal else ax.bar
+    bars = bar(pos, drawn, 0.7, color=colors, edgecolor="0.25", linewidth=0.8, zorder=2)
+    top = 100.0
+    for i, (v, b, c) in enumerate(zip(vals, bars, colors)):
+        text = "n/a" if v != v else f"{v:.{decimals}f}%"
+        if v != v:
+            b.set_visible(False)
+        tiny = v != v or v < 0.005 * top
+        if tiny and v == v:
+            xy = (v, i) if horizontal else (i, v)
+            ax.plot(*xy, marker="D", ms=6.5, mfc="white", mec=c, mew=1.8, clip_on=False, zorder=4,
+                    linestyle="none")
+        off = 7.0 if tiny else 3.0  # points: clear of the marker
+        if horizontal:
+            ax.annotate(text, (drawn[i], i), xytext=(off, 0), textcoords="offset points", va="center", ha="left",
+                        fontsize=fontsize, zorder=5)
+        else:
+            ax.annotate(text, (i, drawn[i]), xytext=(0, off), textcoords="offset points", va="bottom",
+                        ha="center", fontsize=fontsize, zorder=5)
+    names = [k for k, _ in items]
+    if horizontal:
+        ax.set_yticks(pos, names, fontsize=fontsize + 0.5)
+        ax.set_xlim(0, 1.13 * top)
+        ax.set_xticks(np.arange(0, 101, 20))
+        ax.set_ylim(len(items) - 0.5, -0.5)  # the first label at the top
+        ax.set_xlabel(value_label)
+        ax.grid(alpha=0.3, axis="x", zorder=0)
+    else:
+        ax.set_xticks(pos, names, fontsize=fontsize + 0.5, rotation=label_rotation,
+                      ha="right" if label_rotation else "center")
+        ax.set_ylim(0, 1.1 * top)
+        ax.set_yticks(np.arange(0, 101, 20))
+        ax.set_ylabel(value_label)
+        ax.grid(alpha=0.3, axis="y", zorder=0)
+    if reference is not None:
+        line = (ax.axvline if horizontal else ax.axhline)(100.0 * float(reference), color="0.35", ls=":", lw=1.2,
+                                                           zorder=3, label=f"{reference_label}: {100 * reference:.{decimals}f}%")
+        ax.legend(handles=[line], fontsize=fontsize - 0.5, loc="best",
+                  framealpha=0.9)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def scatter_by_class(points, labels, class_names=None, ax=None, s: float = 6, alpha: float = 0.8,
+                     cmap: str | None = None, legend: str | None = "outside", title: str | None = None):
+    """2-D points (N, 2) coloured by their integer class labels (N,), with a legend that names every
+    class present (`class_names[c]`, or the number). Points are drawn in their given order (no class
+    hides another wholesale). legend: "outside" (right of the axes), a matplotlib loc such as
+    "best", or None. Returns the axes."""
+    p = _to_numpy(points)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise ValueError(f"points: expected shape (N, 2), got {tuple(p.shape)}")
+    lab = _to_numpy(labels).reshape(-1)
+    if len(lab) != len(p):
+        raise ValueError(f"labels: expected {len(p)} labels (one per point), got {len(lab)}")
+    if len(lab) and (lab != np.round(lab)).any():
+        raise ValueError("labels: expected integer class labels")
+    lab = lab.astype(int)
+    classes = sorted(set(lab.tolist()))
+    k = max(classes) + 1 if classes else 1
+    if class_names is not None and k > len(class_names):
+        raise ValueError(f"class_names: label {k - 1} has no name ({len(class_names)} names)")
+    cm = plt.get_cmap(cmap or ("tab10" if k <= 10 else "tab20" if k <= 20 else "viridis"))
+    n_colors = getattr(cm, "N", 256)
+    color_of = (lambda c: cm(c % n_colors)) if n_colors <= 20 else (lambda c: cm(c / max(k - 1, 1)))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.6, 4.2))
+    ax.scatter(p[:, 0], p[:, 1], c=[color_of(c) for c in lab], s=s, alpha=alpha, linewidths=0)
+    if legend is not None and classes:
+        from matplotlib.lines import Line2D
+        handles = [Line2D([], [], marker="o", ls="none", color=color_of(c), ms=6, label=_name(c, class_names))
+                   for c in classes]
+        kw = dict(loc="center left", bbox_to_anchor=(1.01, 0.5)) if legend == "outside" else dict(loc=legend)
+        ax.legend(handles=handles, fontsize=7, title="class", title_fontsize=7.5, frameon=legend != "outside", **kw)
+    if title:
+        ax.set_title(title, fontsize=9)
     return ax
 
 

@@ -39,10 +39,11 @@ def budget_noise(x: torch.Tensor, eps: float, norm: str = "linf", seed: int = 0)
 def show_threat_model_noise(x: torch.Tensor, eps_linf=(0.03, 0.1, 0.3), eps_l2=(0.5, 1.5, 4.0), seed: int = 0,
                             title: str | None = None):
     """For each image (rows): the clean image, then random budget-spending noise at each Linf and
-    each L2 budget (columns), titled with the norms actually measured after clipping to [0, 1]."""
+    each L2 budget (columns). Under each noisy image, the norms of its perturbation actually measured
+    after clipping to [0, 1], e.g. "L∞ = 0.10" and "L2 = 2.27" (clipping can only shorten it)."""
     x = x[:6]
     cols = [("clean", None, None)] + [("L∞", "linf", e) for e in eps_linf] + [("L2", "l2", e) for e in eps_l2]
-    fig, axes = plt.subplots(len(x), len(cols), figsize=(1.45 * len(cols), 1.55 * len(x) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(x), len(cols), figsize=(1.5 * len(cols), 1.75 * len(x) + 0.4), squeeze=False)
     for j, (name, norm, eps) in enumerate(cols):
         xn = x if norm is None else budget_noise(x, eps, norm, seed)
         d = (xn - x).flatten(1)
@@ -53,9 +54,9 @@ def show_threat_model_noise(x: torch.Tensor, eps_linf=(0.03, 0.1, 0.3), eps_l2=(
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title("clean" if norm is None else f"{name} ε={eps:g}", fontsize=8)
+                ax.set_title("clean" if norm is None else f"{name} noise, ε = {eps:g}", fontsize=8)
             if norm is not None:
-                ax.set_xlabel(f"∞:{d[i].abs().max():.2f} 2:{d[i].norm():.2f}", fontsize=6.5)
+                ax.set_xlabel(f"L∞ = {d[i].abs().max():.2f}\nL2 = {d[i].norm():.2f}", fontsize=7, linespacing=1.1)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

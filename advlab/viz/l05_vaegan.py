@@ -20,7 +20,8 @@ from advlab.viz.core import CORRECT_COLOR, WRONG_COLOR, _as_images, _box, _name
 def plot_vaegan_diagram(ax=None):
     """Boxes-and-arrows picture of a VAE-GAN (Larsen et al. 2016): encoder -> q(z|x) -> decoder, the
     discriminator scoring real, reconstructed and sampled images, and its features Dis_l giving the
-    reconstruction loss; under it, paper 002's purifier. Returns the axes."""
+    reconstruction loss; under it, the purifier of Agarwal, Verma & Momin (*Enhancing Adversarial
+    Robustness through a Purification Network*), which lecture 05 builds on a VAE-GAN. Returns the axes."""
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3.8))
     ax.set_xlim(0, 10)
@@ -40,8 +41,8 @@ def plot_vaegan_diagram(ax=None):
     ax.text(5.0, 2.75, "encoder: KL(q(z|x) ‖ N(0, I)) + ‖Dis_l(x̃) − Dis_l(x)‖² (a learned similarity, "
                        "not pixels)\ndecoder: the same feature loss + fool Dis;   Dis: tell x from x̃ and "
                        "Dec(z_p)", ha="center", va="top", fontsize=8)
-    ax.text(5.0, 1.2, "paper 002's purifier: x → z = μ(x) → a few steps up Dis's \"real\" score → "
-                      "Dec(z) → classifier", ha="center", va="top", fontsize=8.5, color="#08519c",
+    ax.text(5.0, 1.2, "the purifier (Agarwal, Verma & Momin): x → z = μ(x) → a few steps up Dis's \"real\" "
+                      "score → Dec(z) → classifier", ha="center", va="top", fontsize=8.5, color="#08519c",
             fontweight="bold")
     ax.set_title("a VAE-GAN in one picture", fontsize=10)
     return ax

@@ -13,12 +13,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.patches import FancyArrowPatch
+from matplotlib.ticker import MaxNLocator
 
 from advlab.viz.core import _box, _to_numpy
 
 
 def plot_lqvae_diagram(ax=None):
-    """Boxes-and-arrows picture of LQ-VAE (paper 004, Algorithm 1): the encoder f with its Lipschitz
+    """Boxes-and-arrows picture of LQ-VAE (Kyatham, Mishra & Prathosh, *Variational Inference with
+    Latent Space Quantization for Adversarial Resilience*, Algorithm 1): the encoder f with its Lipschitz
     penalty, z ~ N(mu, sigma^2), the two quantisers H~ (training, differentiable) and H (sign), the
     decoders h (on H~(z): its loss L_h trains f and h) and g (on H(z): L_g trains g only), and the
     inference path x -> f -> mu -> H -> g -> classifier. Returns the axes."""
@@ -62,8 +64,9 @@ def plot_bit_flips(flips: dict, latent_dim: int, ax=None, threshold: float = 0.0
 
     flips: {attack name: (N,) fractions of flipped bits per image (as code_flips returns)};
     latent_dim: bits per code (the fractions are multiples of 1 / latent_dim); threshold: a dotted line
-    and, in the legend, the share of images below it (paper 004: ~90% of CW adversaries on MNIST flip
-    fewer than 6% of the bits). Returns the axes."""
+    and, in the legend, the share of images below it (the LQ-VAE paper of Kyatham, Mishra & Prathosh:
+    ~90% of CW adversaries on MNIST flip fewer than 6% of the bits). The x axis counts whole bits: its
+    ticks are integers. Returns the axes."""
     if not isinstance(latent_dim, int) or latent_dim < 1:
         raise ValueError(f"latent_dim: must be an int >= 1, got {latent_dim!r}")
     if not flips:
@@ -87,6 +90,7 @@ def plot_bit_flips(flips: dict, latent_dim: int, ax=None, threshold: float = 0.0
         ax.bar(bins + (j - (k - 1) / 2) * width, 100 * counts / len(bits), width=width,
                label=f"{name}: {below:.0f}% of {len(bits)} images < {100 * threshold:g}% flipped")
     ax.axvline(threshold * latent_dim, color="0.3", ls=":", lw=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel(f"bits flipped (of {latent_dim})" + (f"; last bar: ≥ {top}" if max_bits is not None else ""))
     ax.set_ylabel("images (%)")
     ax.legend(fontsize=7)

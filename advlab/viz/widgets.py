@@ -6,8 +6,21 @@ explorer is built: importing this module, advlab or advlab.viz never imports the
     widgets.threat_model_explorer(x)     # lecture 00: sliders over the Linf and L2 budgets
     widgets.eps_explorer(model, x, y, {"FGSM": lambda e: attacks.FGSM(eps=e)}, [0.0, 0.05, 0.1])
                                          # lecture 01: an eps slider and an attack dropdown
+    widgets.figure_explorer(draw, t=ipywidgets.FloatSlider(...))
+                                         # any draw(**values) -> Figure under its controls
+
+Static copies. A widget lives in the kernel: a notebook executed by papermill or nbval, or shown
+on a website, keeps no live widget, and used to show only "VBox(children=...)". Every explorer
+therefore also draws a static matplotlib figure of its default state (`.static_figure`, saved as
+OUT_DIR/NAME.png when given `out_dir`) and carries it in its display data: a live Jupyter frontend
+shows the interactive widget, a static renderer (nbconvert, a website) the picture, and the plain
+text says what it is.
 """
 from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
 
 import torch
 
@@ -20,14 +33,71 @@ def _ipywidgets():
     return ipywidgets
 
 
+_EXPLORER_CLASS = None
+
+
+def _explorer_class():
+    """A VBox whose display data adds, to the live widget view, a PNG of the explorer's default state
+    and a plain-text description: frontends with a widget manager show the widget, static renderers
+    (nbconvert without widget state, websites) show the picture instead of "VBox(children=...)"."""
+    global _EXPLORER_CLASS
+    if _EXPLORER_CLASS is None:
+        w = _ipywidgets()
+
+        class Explorer(w.VBox):
+            def _repr_mimebundle_(self, **kwargs):
+                data = super()._repr_mimebundle_(**kwargs) or {}
+                data = dict(data[0] if isinstance(data, tuple) else data)
+                png = getattr(self, "static_png", None)
+                data["text/plain"] = getattr(self, "static_text", None) or data.get("text/plain", "")
+                if png:
+                    data["image/png"] = base64.b64encode(png).decode("ascii")
+                return data
+
+        Explorer.__name__ = Explorer.__qualname__ = "Explorer"
+        _EXPLORER_CLASS = Explorer
+    return _EXPLORER_CLASS
+
+
+def _png_bytes(fig, dpi: int = 90) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _freeze_default(box, fig, name: str, state: str, out_dir, dpi: int = 90):
+    """Keep `fig` (the first render) as the explorer's static picture: .static_figure, .static_png,
+    .static_text, and OUT_DIR/NAME.png when out_dir is given (.static_path, else None)."""
+    box.static_figure = fig
+    box.static_png = _png_bytes(fig, dpi)
+    box.static_path = None
+    if out_dir is not None:
+        from advlab.viz.core import save_figure
+        box.static_path = save_figure(fig, out_dir, name)
+    box.static_text = (f"{name}: an interactive explorer (live in a running Jupyter kernel); "
+                       f"the picture shows its default state: {state}")
+
+
+def _show_in(out, fig):
+    """Show fig inside the Output widget when a kernel is there to show it."""
+    with out:
+        out.clear_output(wait=True)
+        if _in_kernel():
+            from IPython.display import display
+            display(fig)
+
+
 def threat_model_explorer(x: torch.Tensor, eps_linf: float = 0.1, eps_l2: float = 1.5, max_linf: float = 0.5,
-                          max_l2: float = 8.0, seed: int = 0):
+                          max_l2: float = 8.0, seed: int = 0, out_dir=None, name: str = "threat_model_explorer"):
     """Sliders over an Linf and an L2 budget (and over the image, when x holds several) showing
     the image, random noise that spends the whole Linf budget and random noise that spends the
     whole L2 budget, each titled with the norms measured after clipping to [0, 1].
 
     Returns the widget (display it, or leave it as the last expression of a cell). `.update()`
-    redraws with the current slider values, which is how tests drive it without a browser.
+    redraws with the current slider values, which is how tests drive it without a browser;
+    `.last_figure` is the figure drawn last. `.static_figure` is the figure of the default state
+    (the arguments), which a static copy of the notebook shows in place of the widget; with
+    `out_dir` it is also saved as OUT_DIR/NAME.png (`.static_path`).
     """
     from advlab.data import check_images
     check_images(x, "x")
@@ -46,7 +116,7 @@ def threat_model_explorer(x: torch.Tensor, eps_linf: float = 0.1, eps_l2: float 
     s_seed = w.IntSlider(value=seed, min=0, max=99, description="noise seed", continuous_update=False)
     out = w.Output()
     controls = [s_linf, s_l2] + ([s_idx] if len(x) > 1 else []) + [s_seed]
-    box = w.VBox([w.HBox(controls[:2]), w.HBox(controls[2:]), out])
+    box = _explorer_class()([w.HBox(controls[:2]), w.HBox(controls[2:]), out])
 
     def render(*_):
         i = s_idx.value
@@ -64,22 +134,20 @@ def threat_model_explorer(x: torch.Tensor, eps_linf: float = 0.1, eps_l2: float 
             ax.set_yticks([])
         fig.tight_layout()
         box.last_figure = fig
-        with out:
-            out.clear_output(wait=True)
-            if _in_kernel():
-                from IPython.display import display
-                display(fig)
+        _show_in(out, fig)
         plt.close(fig)  # shown once, inside the Output widget; never again at the end of the cell
 
     for s in controls:
         s.observe(render, names="value")
     box.update = render
     render()
+    _freeze_default(box, box.last_figure, name, f"ε (L∞) = {s_linf.value:.2f}, ε (L2) = {s_l2.value:.1f}, "
+                    f"image {s_idx.value}, noise seed {s_seed.value}", out_dir)
     return box
 
 
 def eps_explorer(model, x: torch.Tensor, y: torch.Tensor, attack_factory, eps_values, class_names=None,
-                 eps: float | None = None, index: int = 0):
+                 eps: float | None = None, index: int = 0, out_dir=None, name: str = "eps_explorer"):
     """An ε slider and an attack dropdown (and an image slider when x holds several images)
     showing, for one image, the clean image, the adversarial image, the perturbation (amplified)
     and the class probabilities before and after the attack. Titles give the predicted classes
@@ -95,7 +163,10 @@ def eps_explorer(model, x: torch.Tensor, y: torch.Tensor, attack_factory, eps_va
     Returns the widget (display it, or leave it as the last expression of a cell). `.update()`
     redraws with the current controls, `.last_figure` is the figure drawn last and
     `.last_result` a dict (attack repr, eps, label, clean and adversarial prediction and
-    probabilities), which is how tests drive it without a browser.
+    probabilities), which is how tests drive it without a browser. `.static_figure` is the figure
+    of the default state (the first attack, `eps`, `index`), which a static copy of the notebook
+    shows in place of the widget; with `out_dir` it is also saved as OUT_DIR/NAME.png
+    (`.static_path`).
     """
     from advlab.data import check_images, check_labels
     check_images(x, "x")
@@ -133,7 +204,7 @@ def eps_explorer(model, x: torch.Tensor, y: torch.Tensor, attack_factory, eps_va
     s_idx = w.IntSlider(value=index, min=0, max=len(x) - 1, description="image", continuous_update=False)
     out = w.Output()
     controls = [s_eps] + ([d_atk] if len(factories) > 1 else []) + ([s_idx] if len(x) > 1 else [])
-    box = w.VBox([w.HBox(controls), out])
+    box = _explorer_class()([w.HBox(controls), out])
     cache: dict = {}
     names = (lambda c: class_names[c]) if class_names is not None else str
 
@@ -194,17 +265,59 @@ def eps_explorer(model, x: torch.Tensor, y: torch.Tensor, attack_factory, eps_va
         box.last_figure = fig
         box.last_result = {"attack": rep, "eps": e, "index": i, "label": label, "pred_clean": pc, "pred_adv": pa,
                            "probs_clean": p_clean, "probs_adv": p_adv}
-        if _in_kernel():
-            from IPython.display import display
-            with out:
-                out.clear_output(wait=True)
-                display(fig)
+        _show_in(out, fig)
         plt.close(fig)
 
     for c in controls:
         c.observe(render, names="value")
     box.update = render
     render()
+    r = box.last_result
+    _freeze_default(box, box.last_figure, name, f"{r['attack']}, image {r['index']}", out_dir)
+    return box
+
+
+def figure_explorer(draw, name: str = "explorer", out_dir=None, **controls):
+    """Any picture under its own controls, with the static fallback of the other explorers:
+    `draw(**values) -> Figure` is called with the current value of every control (ipywidgets
+    value widgets, e.g. FloatSlider, Dropdown) and again whenever one changes.
+
+        explorer = widgets.figure_explorer(draw_temperature, name="temperature", out_dir=out_dir,
+                                           t=ipywidgets.FloatLogSlider(value=0.5, base=10, min=-2, max=1))
+
+    `draw` must return its figure and not call plt.show(). Returns the widget: `.update()` redraws,
+    `.last_figure` is the figure drawn last, `.static_figure` the first one (the controls' starting
+    values), shown by static copies of the notebook and saved as OUT_DIR/NAME.png with `out_dir`.
+    """
+    if not callable(draw):
+        raise ValueError(f"draw: expected a callable draw(**values) -> Figure, got {type(draw).__name__}")
+    if not controls:
+        raise ValueError("controls: expected at least one control, e.g. t=ipywidgets.FloatSlider(...)")
+    for key, c in controls.items():
+        if not (hasattr(c, "value") and hasattr(c, "observe")):
+            raise ValueError(f"{key}: expected an ipywidgets value widget (FloatSlider, Dropdown, ...), "
+                             f"got {type(c).__name__}")
+    w = _ipywidgets()
+    import matplotlib.figure
+    import matplotlib.pyplot as plt
+
+    out = w.Output()
+    box = _explorer_class()([w.HBox(list(controls.values())), out])
+
+    def render(*_):
+        fig = draw(**{k: c.value for k, c in controls.items()})
+        if not isinstance(fig, matplotlib.figure.Figure):
+            raise TypeError(f"draw: must return a matplotlib Figure, returned {type(fig).__name__}")
+        box.last_figure = fig
+        _show_in(out, fig)
+        plt.close(fig)
+
+    for c in controls.values():
+        c.observe(render, names="value")
+    box.update = render
+    render()
+    _freeze_default(box, box.last_figure, name, ", ".join(f"{k} = {c.value!r}" for k, c in controls.items()),
+                    out_dir)
     return box
 
 
