@@ -204,3 +204,297 @@ def train_zoo_entry(entry, args) -> int:
     return train_and_save(entry, args, HVAEConfig,
                           lambda cfg, checkpoint: train_hvae(cfg, checkpoint=checkpoint),
                           summary=("recon_mse", "elbo_bpd", "kl_per_level", "train_seconds"))
+
+
+# --------------------------------------------------------------------------------- reports
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"CPU{' (' + model + ')' if model else ''}, {torch.get_num_threads()} thread(s)"
+
+
+@torch.no_grad()
+def _accuracy(defense, x: torch.Tensor, y: torch.Tensor, k: int = 1, seed: int = 0, chunk: int = 250) -> float:
+    """k = 1: the defense as shipped (one draw per call, its own stream reseeded to `seed`);
+    k > 1: logits averaged over k draws (a generator seeded by seed + 1), the paper's evaluation."""
+    if k == 1:
+        defense.reseed(seed)
+        pred = torch.cat([defense(x[i:i + chunk]).argmax(1) for i in range(0, len(x), chunk)])
+    else:
+        g = torch.Generator().manual_seed(seed + 1)
+        pred = torch.cat([defense.mean_logits(x[i:i + chunk], k, g).argmax(1) for i in range(0, len(x), chunk)])
+    return round((pred == y).float().mean().item(), 4)
+
+
+def purification_report(n: int = 1000, seed: int = 0, val_n: int = 1000, k: int = 32,
+                        classifiers=("fmnist/cnn", "fmnist/pgd-at"), scales=(1.0, 0.7), temperature: float = 0.6,
+                        eps: float = 0.1, alpha: float = 0.01, steps: int = 40, device: str = "cpu",
+                        command: str | None = None, log=print) -> dict:
+    """Clean and grey-box accuracy of MLVGM purification with zoo fmnist/hvae on Fashion-MNIST.
+
+    Images: data.batch("fashion_mnist", "test", n + val_n, seed); the first n are the fixed test subset
+    (= data.batch(..., n, seed)), the other val_n the validation images (disjoint from it) on which the
+    classifier and the scale are chosen. Grey box: PGD-`steps` (Linf eps, step alpha, random start) crafted
+    on the classifier alone, then purified. Per schedule (linear, cosine, learned when its record exists):
+      validation  every classifier x scale, one draw (the defense as shipped, seed 0)
+      test        the same grid, one draw; and for the configuration chosen on validation (highest mean of
+                  clean and grey-box accuracy over the schedules) logits averaged over k draws
+    plus, on validation, which level carries the class: all a = 0, then one level at a time at a = 1.
+    No adaptive attack here (the honest-evaluation ensemble's job).
+    """
+    import time
+    from advlab import data, zoo
+    from advlab.attacks import presets
+    from advlab.purifiers.mlvgm import schedules
+    from advlab.purifiers.mlvgm.purifier import MLVGM
+    from advlab.training.loop import resolve_device
+    dev = resolve_device(device)
+    t_start = time.time()
+    hvae = zoo.load("fmnist/hvae", device=dev)
+    x_all, y_all = data.batch("fashion_mnist", "test", n=n + val_n, seed=seed, device=dev)
+    sets = {"test": (x_all[:n], y_all[:n]), "val": (x_all[n:], y_all[n:])}
+    names = [s for s in schedules.NAMES if s != "learned" or schedules.LEARNED_FILE.exists()]
+    attack = presets.pgd(eps, steps=steps, alpha=alpha, seed=seed)
+    clfs, adv, alone = {}, {}, {}
+    for c in classifiers:
+        clfs[c] = zoo.load(c, device=dev)
+        for split, (x, y) in sets.items():
+            t0 = time.time()
+            adv[c, split] = attack(clfs[c], x, y)
+            with torch.no_grad():
+                alone[c, split] = {"clean": round((clfs[c](x).argmax(1) == y).float().mean().item(), 4),
+                                   "grey_box": round((clfs[c](adv[c, split]).argmax(1) == y).float().mean().item(), 4)}
+            log(f"{c} alone on {split}: {alone[c, split]} (PGD {time.time() - t0:.0f} s)")
+
+    def defense(c, schedule, scale):
+        return MLVGM(hvae, clfs[c], alphas=schedule, scale=scale, temperature=temperature, seed=0).eval()
+
+    grid = []
+    for c in classifiers:
+        for schedule in names:
+            for scale in scales:
+                row = {"classifier": c, "schedule": schedule, "scale": scale,
+                       "alphas": [round(float(a), 4) for a in schedules.resolve(schedule, hvae.n_levels, scale)]}
+                d = defense(c, schedule, scale)
+                for split, (x, y) in sets.items():
+                    row[split] = {"clean": _accuracy(d, x, y), "grey_box": _accuracy(d, adv[c, split], y)}
+                grid.append(row)
+                log(f"{c} {schedule} x{scale}: val {row['val']}, test {row['test']}")
+
+    def score(c, scale):   # mean over the schedules of (clean + grey box) / 2 on validation
+        rows = [r for r in grid if r["classifier"] == c and r["scale"] == scale]
+        return sum(r["val"]["clean"] + r["val"]["grey_box"] for r in rows) / (2 * len(rows))
+    chosen_c, chosen_scale = max(((c, s) for c in classifiers for s in scales), key=lambda cs: score(*cs))
+    log(f"chosen on validation: {chosen_c}, scale {chosen_scale}")
+    eot_rows = []
+    for schedule in names:
+        d = defense(chosen_c, schedule, chosen_scale)
+        x, y = sets["test"]
+        t0 = time.time()
+        row = {"schedule": schedule, "k": k, "clean": _accuracy(d, x, y, k=k, seed=seed),
+               "grey_box": _accuracy(d, adv[chosen_c, "test"], y, k=k, seed=seed)}
+        row["seconds"] = round(time.time() - t0, 1)
+        eot_rows.append(row)
+        log(f"test, {k} draws averaged, {schedule}: {row}")
+    levels = []
+    x, y = sets["val"]
+    clf = clfs[chosen_c]
+    for a in ([0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]):
+        levels.append({"alphas": a, "clean_val": _accuracy(MLVGM(hvae, clf, alphas=a, temperature=temperature), x, y)})
+    with torch.no_grad():                                  # purify throughput, after a warm-up call
+        d = defense(chosen_c, "linear", chosen_scale)
+        d.purify(sets["test"][0][:8])
+        t0 = time.time()
+        d.purify(sets["test"][0][:256])
+        speed = 256 / (time.time() - t0)
+    rec = zoo.info("fmnist/hvae")
+    learned = schedules.load_learned() if "learned" in names else None
+    return {
+        "purifier": "MLVGM (advlab.purifiers.mlvgm)", "hvae": {"sha256": rec["sha256"], "command": rec.get("command"),
+                                                               "device": rec.get("device"), "metrics": {
+            key: rec.get("metrics", {}).get(key) for key in ("iters", "train_seconds", "recon_mse", "elbo_bpd",
+                                                             "kl_per_level", "params")}},
+        "classifiers": {c: zoo.info(c)["sha256"] for c in classifiers},
+        "test_subset": {"dataset": "fashion_mnist", "split": "test", "n": n, "seed": seed},
+        "validation": {"dataset": "fashion_mnist", "split": "test", "images": f"data.batch('fashion_mnist', 'test', "
+                       f"n={n + val_n}, seed={seed})[{n}:]", "n": val_n},
+        "temperature": temperature, "grey_box_attack": repr(attack), "classifier_alone":
+            {f"{c} {split}": v for (c, split), v in alone.items()},
+        "grid": grid, "chosen": {"classifier": chosen_c, "scale": chosen_scale,
+                                 "rule": "highest mean of clean and grey-box accuracy on validation, over the schedules"},
+        "eot": eot_rows, "levels_val": levels,
+        "learned_schedule": None if learned is None else {k2: learned.get(k2) for k2 in ("alphas", "objective", "sizes", "method")},
+        "purify_images_per_s": round(speed, 1), "device": _device_name(dev),
+        "seconds": round(time.time() - t_start, 1), "command": command,
+    }
+
+
+def format_report(rep: dict) -> str:
+    """The purification report as markdown."""
+    pct = lambda v: f"{100 * v:.1f}%"   # noqa: E731
+    ch = rep["chosen"]
+    n, nv = rep["test_subset"]["n"], rep["validation"]["n"]
+    h = rep["hvae"]
+    lines = [f"# MLVGM purification on Fashion-MNIST: clean and grey box ({n} test images, seed "
+             f"{rep['test_subset']['seed']})", "",
+             "Method: Serez, Cristani, Del Bue, Murino & Morerio, \"Pre-trained Multiple Latent Variable Generative "
+             "Models are good defenders against Adversarial Attacks\"; our own three-level hierarchical VAE "
+             "(zoo `fmnist/hvae`, trained with `" + str(h["command"]) + f"` on {h['device']}).  ",
+             f"Grey box: `{rep['grey_box_attack']}` crafted on the classifier alone, then purified.  ",
+             f"Temperature {rep['temperature']}. Device: {rep['device']}. Command: `{rep['command']}` "
+             f"({rep['seconds']:.0f} s).", "",
+             f"## The defense on the {n} test images", "",
+             f"Classifier `{ch['classifier']}` and scale {ch['scale']}, chosen on the {nv} validation images "
+             f"({ch['rule']}).", "",
+             "| schedule | alphas (coarsest first) | clean, 1 draw | grey box, 1 draw | "
+             f"clean, {rep['eot'][0]['k']} draws averaged | grey box, {rep['eot'][0]['k']} draws averaged |",
+             "|---|---|---|---|---|---|"]
+    for e in rep["eot"]:
+        r = next(g for g in rep["grid"] if g["classifier"] == ch["classifier"] and g["scale"] == ch["scale"]
+                 and g["schedule"] == e["schedule"])
+        lines.append(f"| {e['schedule']} | {r['alphas']} | {pct(r['test']['clean'])} | {pct(r['test']['grey_box'])} | "
+                     f"**{pct(e['clean'])}** | **{pct(e['grey_box'])}** |")
+    lines += ["", "Classifiers alone:", "", "| classifier | split | clean | grey box |", "|---|---|---|---|"]
+    for key, v in rep["classifier_alone"].items():
+        c, split = key.rsplit(" ", 1)
+        lines.append(f"| {c} | {split} | {pct(v['clean'])} | {pct(v['grey_box'])} |")
+    lines += ["", "## Every classifier x schedule x scale (one draw)", "",
+              "| classifier | schedule | scale | alphas | validation clean | validation grey box | test clean | test grey box |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rep["grid"]:
+        lines.append(f"| {r['classifier']} | {r['schedule']} | {r['scale']} | {r['alphas']} | {pct(r['val']['clean'])} | "
+                     f"{pct(r['val']['grey_box'])} | {pct(r['test']['clean'])} | {pct(r['test']['grey_box'])} |")
+    lines += ["", f"## Which level carries the class (validation, clean, `{ch['classifier']}`, one draw)", "",
+              "| alphas (4x4, 7x7, 14x14) | clean |", "|---|---|"]
+    lines += [f"| {lv['alphas']} | {pct(lv['clean_val'])} |" for lv in rep["levels_val"]]
+    ls = rep.get("learned_schedule")
+    if ls:
+        lines += ["", f"Learned schedule: alphas {ls['alphas']} (objective {ls['objective']:.4f}; sizes {ls['sizes']}; "
+                  f"{ls['method']}); search in docs/results/mlvgm_schedule_search.json."]
+    hm = h["metrics"]
+    lines += ["", f"HVAE: {hm['params']} parameters, {hm['iters']} iterations in {hm['train_seconds']} s; "
+              f"test recon MSE {hm['recon_mse']}, ELBO {hm['elbo_bpd']} bits/dim, KL per level {hm['kl_per_level']} "
+              "nats (4x4, 7x7, 14x14).  ",
+              f"Purify: {rep['purify_images_per_s']} images/s ({rep['device']}).", "",
+              "No adaptive attack is reported here: the grey-box rows attack the classifier alone and say nothing "
+              "about an attacker who differentiates through the purifier (`MLVGM.adaptive_model()`, exact gradients, "
+              "with EoT).", ""]
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def hvae_report(n: int = 1000, seed: int = 0, n_samples: int = 1000, classifier: str = "fmnist/cnn",
+                device: str = "cpu", command: str | None = None) -> dict:
+    """What the trained fmnist/hvae is: its training record (command, device, time, history), and on the
+    fixed test subset data.batch("fashion_mnist", "test", n, seed): reconstruction error, ELBO (bits/dim),
+    KL per level, the classifier's accuracy on the reconstructions from posterior means, and the class
+    histogram and mean confidence of the classifier on n_samples ancestral samples at temperatures 0.6 and 1."""
+    import time
+    from advlab import data, zoo
+    from advlab.training.loop import resolve_device
+    dev = resolve_device(device)
+    t0 = time.time()
+    rec = zoo.info("fmnist/hvae")
+    model = zoo.load("fmnist/hvae", device=dev)
+    clf = zoo.load(classifier, device=dev)
+    cfg = HVAEConfig(**{k: v for k, v in rec["config"].items() if k in HVAEConfig.__dataclass_fields__})
+    cfg.eval_n, cfg.seed = n, seed
+    metrics = evaluation_metrics(model, cfg)
+    x, y = data.batch("fashion_mnist", "test", n=n, seed=seed, device=dev)
+    rec_x = torch.cat([model.reconstruct(x[i:i + 250]) for i in range(0, n, 250)])
+    acc = lambda inputs: round((clf(inputs).argmax(1) == y).float().mean().item(), 4)   # noqa: E731
+    samples = {}
+    for t in (0.6, 1.0):
+        g = torch.Generator().manual_seed(seed)
+        s = torch.cat([model.sample(min(250, n_samples - i), t, g) for i in range(0, n_samples, 250)])
+        p = torch.softmax(clf(s), 1)
+        samples[str(t)] = {"class_histogram": torch.bincount(p.argmax(1), minlength=p.shape[1]).tolist(),
+                           "mean_max_prob": round(p.max(1).values.mean().item(), 4)}
+    hist = rec["metrics"].get("history", [])
+    every = max(1, len(hist) // 14)
+    return {"model": "fmnist/hvae", "sha256": rec["sha256"], "command": rec.get("command"), "device": rec.get("device"),
+            "date": rec.get("date"), "config": rec["config"],
+            "training": {k: rec["metrics"].get(k) for k in ("iters", "train_seconds", "params", "weights")},
+            "test_subset": {"n": n, "seed": seed}, "metrics": metrics,
+            "classifier": classifier, "classifier_on_test": acc(x), "classifier_on_reconstructions": acc(rec_x),
+            "samples": samples, "history_excerpt": hist[every - 1::every] + (hist[-1:] if len(hist) % every else []),
+            "report_device": _device_name(dev), "report_seconds": round(time.time() - t0, 1), "report_command": command}
+
+
+def format_hvae_report(rep: dict) -> str:
+    m, t = rep["metrics"], rep["training"]
+    lines = ["# fmnist/hvae: the hierarchical VAE of MLVGM purification", "",
+             "A three-level hierarchical VAE (latent maps 4x4, 7x7, 14x14; residual posteriors; Bernoulli likelihood) "
+             "for the purification of Serez, Cristani, Del Bue, Murino & Morerio, \"Pre-trained Multiple Latent "
+             "Variable Generative Models are good defenders against Adversarial Attacks\" "
+             "(advlab.purifiers.mlvgm.model).", "",
+             f"Trained with `{rep['command']}` on {rep['device']} ({rep['date']}): {t['iters']} iterations of "
+             f"{rep['config']['batch_size']}, {t['train_seconds']} s wall clock in the last (resumed) call, {t['params']} "
+             f"parameters, {t['weights']} weights saved.", "",
+             f"## On {rep['test_subset']['n']} test images (seed {rep['test_subset']['seed']})", "",
+             "| metric | value |", "|---|---|",
+             f"| reconstruction MSE per pixel (posterior means) | {m['recon_mse']} |",
+             f"| negative ELBO, bits/dim (one posterior sample, Bernoulli) | {m['elbo_bpd']} |",
+             f"| KL per level, nats per image (4x4, 7x7, 14x14) | {m['kl_per_level']} |",
+             f"| KL per latent coordinate (4x4, 7x7, 14x14) | {m['kl_per_dim']} |",
+             f"| `{rep['classifier']}` on the images | {100 * rep['classifier_on_test']:.1f}% |",
+             f"| `{rep['classifier']}` on their reconstructions (all a = 0) | {100 * rep['classifier_on_reconstructions']:.1f}% |",
+             "", f"## Samples, classified by `{rep['classifier']}`", "",
+             "| temperature | class histogram (10 classes) | mean max probability |", "|---|---|---|"]
+    for temp, s in rep["samples"].items():
+        lines.append(f"| {temp} | {s['class_histogram']} | {s['mean_max_prob']} |")
+    lines += ["", "## Training history (excerpt)", "", "| iter | loss | recon | KL 4x4 | KL 7x7 | KL 14x14 | bits/dim | beta | seconds |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for h in rep["history_excerpt"]:
+        lines.append(f"| {h['iter']} | {h['loss']:.1f} | {h['recon']:.1f} | {h['kl1']:.1f} | {h['kl2']:.1f} | "
+                     f"{h['kl3']:.1f} | {h['bpd']:.4f} | {h['beta']:.2f} | {h['seconds']} |")
+    lines += ["", f"Report: `{rep['report_command']}` on {rep['report_device']} ({rep['report_seconds']} s).", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """python -m advlab.purifiers.mlvgm.train report|hvae-report [--n 1000] [--seed 0] [--k 32] [--threads 1] [--out docs/results]"""
+    import argparse
+    import json
+    import shlex
+    import sys
+    p = argparse.ArgumentParser(prog="python -m advlab.purifiers.mlvgm.train", description=main.__doc__)
+    p.add_argument("action", choices=("report", "hvae-report"))
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--val-n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default="docs/results")
+    args = p.parse_args(argv)
+    if min(args.n, args.val_n, args.k) < 1:
+        p.error("--n, --val-n and --k must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "python -m advlab.purifiers.mlvgm.train " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    from advlab.zoo import atomic
+    if args.action == "hvae-report":
+        rep = hvae_report(n=args.n, seed=args.seed, device=args.device, command=command)
+        out = Path(args.out) / "hvae_fmnist"
+        text = format_hvae_report(rep)
+    else:
+        rep = purification_report(n=args.n, seed=args.seed, val_n=args.val_n, k=args.k, device=args.device,
+                                  command=command)
+        out = Path(args.out) / f"mlvgm_fmnist_n{args.n}_seed{args.seed}"
+        text = format_report(rep)
+    atomic.write_text(out.with_suffix(".json"), json.dumps(rep, indent=1) + "\n")
+    atomic.write_text(out.with_suffix(".md"), text)
+    print(text)
+    print(f"written: {out}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
