@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.patches import FancyArrowPatch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from advlab.viz.core import _box, _to_numpy
 
@@ -91,6 +91,8 @@ def plot_bit_flips(flips: dict, latent_dim: int, ax=None, threshold: float = 0.0
                label=f"{name}: {below:.0f}% of {len(bits)} images < {100 * threshold:g}% flipped")
     ax.axvline(threshold * latent_dim, color="0.3", ls=":", lw=1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if max_bits is not None:  # the last bar collects everything from max_bits on
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"≥{top}" if round(v) == top else f"{v:g}"))
     ax.set_xlabel(f"bits flipped (of {latent_dim})" + (f"; last bar: ≥ {top}" if max_bits is not None else ""))
     ax.set_ylabel("images (%)")
     ax.legend(fontsize=7)
