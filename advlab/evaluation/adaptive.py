@@ -1,0 +1,659 @@
+"""Adaptive evaluation of a defense: an attack ensemble, the per-image worst case, and the sanity and
+masking checks that say whether the number can be trusted (issue 16; lectures 10 and 11).
+
+    from advlab.evaluation.adaptive import adaptive_evaluation, format_result
+    res = adaptive_evaluation(defense, x, y, eps=0.1, profile="quick")   # a json-serialisable dict
+    print(format_result(res))                                             # markdown
+    res["headline"]["acc"], res["headline"]["ci95"]                       # the number to quote
+
+Threat model. Linf ball of radius eps around x, images in [0, 1]. The attacker knows the classifier,
+the purifier and every weight, not the defense's random draws; it may query the defense as often as
+it likes and, for a stochastic defense, resubmit an image (worst-of-N). An image counts as robust
+only if it survives EVERY attack of the ensemble (the per-image worst case), each attack run with
+the settings and seed its row names:
+  apgd-ce[b], apgd-dlr[b]  APGD (Croce & Hein 2020, AutoAttack's schedule; 100 steps in "full")
+                           through every backward b the defense offers (`defense.backwards`, via
+                           `defense.adaptive_model(b)`: exact, each BPDA surrogate, identity), with
+                           EoT over `eot_iter` draws for a stochastic defense (randomised AutoAttack)
+  pgd-eot[b]               PGD, 200 steps of 0.007 at 8/255 scaled to eps, EoT 20 (Lee & Kim 2023)
+  square                   Square (5000 queries) on the defense's own forward: a gradient-free check
+  transfer                 grey box: PGD-40 crafted on `defense.classifier` alone
+A plain classifier gets APGD-CE, APGD-DLR, PGD and Square on itself. As in AutoAttack, an attack
+runs only on the images every earlier attack left correctly classified (individual=True runs each
+on all clean-correct images instead, which gives every attack its own robust accuracy).
+
+Randomness (stochastic defenses). "fresh": the defense draws anew on every call, during the attack
+and at evaluation; "fixed": one draw is frozen during the attack (the attacker overfits to it) and
+evaluation draws anew. An adversarial image is judged by `n_draws` draws under two rules: majority
+vote, and worst-of-N (correct on every draw; an attacker may resubmit). The headline is the lowest
+honest number: per image, the worst case over both randomness settings under worst-of-N.
+
+Checks, in every result: the strongest backward's accuracy at large eps (Linf 0.95) must fall to
+chance + margin; Square (or the transfer) breaking images the white-box attacks could not flags
+gradient masking; zero, non-finite or exploding input gradients are counted per backward; a long
+PGD must not leave more images correct than a short one.
+
+Cost and scale. Images run in chunks whose per-image results are saved as they finish (shard.ChunkStore
+under build/adaptive/, keyed by the defense, its weights, the attacks, the images and the seed): a
+rerun resumes. Under `torchrun --nproc_per_node N` each rank takes a block of chunks and rank 0
+gathers them; a chunk's result depends only on its images and the seed, so N processes give the
+single-process result. Statistics: Wilson score 95% intervals.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from advlab.evaluation import shard
+
+PROFILES = {   # "full" is the protocol of issue 16; "quick" keeps a test or a lecture cell to seconds
+    "quick": dict(apgd_steps=10, pgd_steps=20, eot_iter=4, square_queries=100, transfer_steps=10, n_draws=4,
+                  chunk=32, sanity_n=32, sanity_steps=20, sanity_eps=(0.3, 0.95), mono_steps=(5, 20)),
+    "full": dict(apgd_steps=100, pgd_steps=200, eot_iter=20, square_queries=5000, transfer_steps=40, n_draws=8,
+                 chunk=100, sanity_n=200, sanity_steps=100, sanity_eps=(0.3, 0.5, 0.95), mono_steps=(20, 200)),
+}
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int, z: float = Z95) -> list[float]:
+    """Wilson score interval [lo, hi] of a proportion k / n (95% by default)."""
+    if n == 0:
+        return [0.0, 1.0]
+    p, d = k / n, 1 + z * z / n
+    c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return [round(max(0.0, c - h), 6), round(min(1.0, c + h), 6)]
+
+
+def _seed(*parts) -> int:
+    """A 60-bit seed derived from parts (the run's seed, chunk start, setting, attack, purpose)."""
+    return int(hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:15], 16)
+
+
+def _is_purifier(m) -> bool:
+    return hasattr(m, "adaptive_model") and hasattr(m, "backwards") and hasattr(m, "classifier")
+
+
+# ----------------------------------------------------------------------------- the ensemble
+
+
+@dataclass
+class Spec:
+    """One attack of the ensemble: `backward` names the gradient it follows (None: no gradient of the
+    defense: the transfer from the classifier, or Square on the defense's forward)."""
+    name: str
+    backward: str | None
+    attack: object
+
+    @property
+    def key(self) -> str:
+        return self.name if self.backward is None else f"{self.name}[{self.backward}]"
+
+    def settings(self) -> dict:
+        a = self.attack
+        return a._settings() if hasattr(a, "_settings") else {"attack": repr(getattr(a, "attack", a))}
+
+
+def build_ensemble(target, eps: float, cfg: dict, seed: int, eot_iter: int) -> list[Spec]:
+    """The attacks of the protocol, in the order they run (module docstring)."""
+    from advlab.attacks import Transfer, presets
+    common = dict(seed=seed, checks=False)
+    backwards = tuple(target.backwards) if _is_purifier(target) else ("exact",)
+    specs = [Spec("apgd-ce", b, presets.apgd_ce(eps, steps=cfg["apgd_steps"], eot_iter=eot_iter, **common))
+             for b in backwards]
+    specs += [Spec("apgd-dlr", b, presets.apgd_dlr(eps, steps=cfg["apgd_steps"], eot_iter=eot_iter, **common))
+              for b in backwards]
+    specs += [Spec("pgd-eot", b, presets.pgd_eot(eps, steps=cfg["pgd_steps"], eot_iter=eot_iter, **common))
+              for b in backwards]
+    specs.append(Spec("square", None, presets.square(eps, n_queries=cfg["square_queries"], **common)))
+    if _is_purifier(target):
+        specs.append(Spec("transfer", None, Transfer(presets.pgd(eps, steps=cfg["transfer_steps"], **common),
+                                                     target.classifier)))
+    return specs
+
+
+class _FixedDraws(nn.Module):
+    """model(x) with the defense's random stream restarted at `seed` before every call: the defense's
+    randomness is frozen during the attack ("fixed" setting)."""
+
+    def __init__(self, model: nn.Module, defense: nn.Module, seed: int):
+        super().__init__()
+        self.model, self.defense_ref, self.seed = model, [defense], seed   # a list: not a second submodule
+
+    def forward(self, x):
+        self.defense_ref[0].reseed(self.seed)
+        return self.model(x)
+
+
+def attacked_model(target, spec: Spec, fixed_seed: int | None = None) -> nn.Module:
+    """What `spec.attack` runs on: defense.adaptive_model(backward), or the defense's own forward."""
+    model = target.adaptive_model(spec.backward) if spec.backward and _is_purifier(target) else target
+    return _FixedDraws(model, target, fixed_seed) if fixed_seed is not None else model
+
+
+@torch.no_grad()
+def judge(target, x: torch.Tensor, y: torch.Tensor, n_draws: int, seed: int) -> torch.Tensor:
+    """Per image (N,) code: bit 0 = correct under majority vote of n_draws draws, bit 1 = correct on
+    every draw (worst-of-N). A deterministic defense is run once (codes 0 or 3)."""
+    from advlab.purifiers.voting import aggregate, worst_of_n
+    if not getattr(target, "stochastic", False):
+        ok = target(x).argmax(1) == y
+        return ok.long() * 3
+    if hasattr(target, "reseed"):
+        target.reseed(seed)
+    logits = torch.stack([target(x).float() for _ in range(n_draws)])          # (K, N, C)
+    vote = aggregate(logits, "vote").argmax(1) == y
+    return vote.long() + 2 * worst_of_n(logits, y).long()
+
+
+# ----------------------------------------------------------------------------- one chunk
+
+
+def run_chunk(target, x, y, start: int, plan: dict, bar=None) -> dict:
+    """Every attack of the plan on one chunk x (m, C, H, W); per image and attack a code: -1 not
+    attacked, else `judge`'s code of the attack's image. Depends only on (x, y, start, plan)."""
+    seed, m = plan["seed"], len(x)
+    clean = judge(target, x, y, plan["n_draws"], _seed(seed, start, "clean"))
+    out = {"n": m, "clean": clean.tolist(), "codes": {}, "seconds": {}}
+    for setting, specs in plan["specs"].items():
+        alive = clean & 1 > 0                                                    # (m,) vote-correct so far
+        codes, secs = {}, {}
+        for spec in specs:
+            t0, c = time.perf_counter(), torch.full((m,), -1, dtype=torch.long, device=x.device)
+            idx = ((clean & 1 > 0) if plan["individual"] else alive).nonzero().squeeze(1)
+            if bar is not None:
+                bar.set_postfix_str(f"{setting} {spec.key} on {len(idx)}")
+            if len(idx):
+                s = _seed(seed, start, setting, spec.key, "attack")
+                if hasattr(target, "reseed"):
+                    target.reseed(s)
+                model = attacked_model(target, spec, s if setting == "fixed" else None)
+                x_adv = spec.attack(model, x[idx], y[idx])
+                c[idx] = judge(target, x_adv, y[idx], plan["n_draws"], _seed(seed, start, setting, spec.key, "eval"))
+                alive[idx] &= c[idx] & 1 > 0
+            codes[spec.key], secs[spec.key] = c.tolist(), round(time.perf_counter() - t0, 3)
+            if bar is not None:
+                bar.update(m)
+        out["codes"][setting], out["seconds"][setting] = codes, secs
+    return out
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+RULES = {"vote": 1, "worst_of_n": 2}
+
+
+def _rate(k: int, n: int) -> dict:
+    return {"acc": round(k / n, 6) if n else float("nan"), "robust": k, "n": n, "ci95": wilson(k, n)}
+
+
+def summarize(chunks: dict, plan: dict, n: int) -> dict:
+    """The per-image worst case of every (setting, rule) from the chunks' codes, the attack rows and
+    the per-image attack that first broke each image."""
+    starts = sorted(chunks, key=int)
+    cat = lambda f: torch.tensor(sum((f(chunks[s]) for s in starts), []), dtype=torch.long)  # noqa: E731
+    clean = cat(lambda c: c["clean"])                                              # (n,)
+    settings, rows, total, all_codes = {}, [], {}, {}
+    for setting, specs in plan["specs"].items():
+        codes = {sp.key: cat(lambda c: c["codes"][setting][sp.key]) for sp in specs}
+        all_codes[setting] = {k: v.tolist() for k, v in codes.items()}
+        secs = {sp.key: sum(chunks[s]["seconds"][setting][sp.key] for s in starts) for sp in specs}
+        per_rule = {}
+        for rule, bit in RULES.items():
+            ok = clean & bit > 0
+            first = ["clean" if not o else None for o in ok.tolist()]
+            for sp in specs:
+                c = codes[sp.key]
+                survived = (c < 0) | (c & bit > 0)
+                for i in (ok & ~survived).nonzero().squeeze(1).tolist():
+                    first[i] = sp.key
+                ok = ok & survived
+            total[(setting, rule)] = ok
+            won = {sp.key: first.count(sp.key) for sp in specs}
+            per_rule[rule] = _rate(int(ok.sum()), n) | {"won": {k: v for k, v in won.items() if v},
+                                                        "first_broken_by": first}
+        settings[setting] = per_rule
+        for sp in specs:
+            c = codes[sp.key]
+            row = {"setting": setting, "key": sp.key, "name": sp.name, "backward": sp.backward,
+                   "attack": repr(sp.attack), "settings": sp.settings(), "n": n, "seed": plan["seed"],
+                   "attacked": int((c >= 0).sum()), "seconds": round(secs[sp.key], 2),
+                   "broke_first": {r: settings[setting][r]["won"].get(sp.key, 0) for r in RULES}}
+            if plan["individual"]:
+                row["own"] = {r: _rate(int(((clean & b > 0) & (c >= 0) & (c & b > 0)).sum()), n) for r, b in RULES.items()}
+            rows.append(row)
+    res = {"clean": {r: _rate(int((clean & b > 0).sum()), n) for r, b in RULES.items()}, "settings": settings,
+           "attacks": rows, "per_image": {"codes": "-1 not attacked; bit 0 vote correct, bit 1 all draws correct",
+                                          "clean": clean.tolist(), **all_codes}}
+    if len(plan["specs"]) > 1:   # per image, the worst case over the randomness settings as well
+        res["combined"] = {r: _rate(int(torch.stack([total[(s, r)] for s in plan["specs"]]).all(0).sum()), n)
+                           for r in RULES}
+    return res
+
+
+def strongest(summary: dict, plan: dict) -> dict:
+    """The strongest single attack: lowest own accuracy (individual=True), else most first breaks."""
+    rows = [r for r in summary["attacks"] if r["setting"] == next(iter(plan["specs"]))]
+    if plan["individual"]:
+        best = min(rows, key=lambda r: r["own"]["vote"]["acc"])
+        return {"attack": best["key"], "backward": best["backward"], "by": "own robust accuracy",
+                "acc": best["own"]["vote"]["acc"]}
+    best = max(rows, key=lambda r: r["broke_first"]["vote"])
+    return {"attack": best["key"], "backward": best["backward"], "by": "most images broken first",
+            "images": best["broke_first"]["vote"]}
+
+
+def headline(summary: dict, stochastic: bool, n_draws: int) -> dict:
+    """The number a user should quote: the lowest honest one, and what it is."""
+    if not stochastic:
+        s = summary["settings"]["none"]["vote"]
+        what = "per-image worst case over the ensemble"
+    elif "combined" in summary:
+        s = summary["combined"]["worst_of_n"]
+        what = (f"per-image worst case over the ensemble and both randomness settings (fresh, fixed), "
+                f"worst-of-{n_draws} (an attacker may resubmit)")
+    else:
+        setting = next(iter(summary["settings"]))
+        s = summary["settings"][setting]["worst_of_n"]
+        what = f"per-image worst case over the ensemble ({setting} randomness), worst-of-{n_draws}"
+    return {k: s[k] for k in ("acc", "robust", "n", "ci95")} | {"what": what, "interval": "Wilson score, 95%"}
+
+
+# ----------------------------------------------------------------------------- sanity and masking
+
+
+def _grad_stats(target, model, x, y, seed: int) -> dict:
+    """Per-image input gradients of the cross-entropy at x: how many are zero, non-finite, exploding."""
+    from advlab.attacks.base import input_grad
+    if hasattr(target, "reseed"):
+        target.reseed(seed)
+    with torch.enable_grad():
+        g, _, _ = input_grad(model, x, y)
+    g = g.flatten(1).double()
+    norms = g.norm(dim=1)
+    finite = torch.isfinite(g).all(1)
+    zero = int((g.abs().amax(1) == 0).sum())
+    big = int((norms[finite] > 1e4).sum()) + int((~finite).sum())
+    fn = norms[finite]
+    return {"n": len(x), "zero": zero, "nonfinite": int((~finite).sum()), "exploding": big,
+            "median_l2": float(fn.median()) if len(fn) else float("nan"), "max_l2": float(fn.max()) if len(fn) else float("nan"),
+            "ok": zero <= len(x) // 2 and big == 0}
+
+
+def _acc(target, model, atk, x, y, n_draws, seed) -> float:
+    if hasattr(target, "reseed"):
+        target.reseed(seed)
+    return float((judge(target, atk(model, x, y), y, n_draws, seed + 1) & 1 > 0).float().mean())
+
+
+def sanity_checks(target, x, y, plan: dict, summary: dict, margin: float = 0.1, masking_margin: float = 0.02) -> dict:
+    """The checks of the module docstring, on the first plan["sanity_n"] images (rank 0 only)."""
+    from advlab.attacks import presets
+    from advlab.attacks.pgd import PGD
+    cfg, seed, n = plan["cfg"], plan["seed"], summary["clean"]["vote"]["n"]
+    xs, ys = x[:plan["sanity_n"]], y[:plan["sanity_n"]]
+    with torch.no_grad():
+        num_classes = target(xs[:1]).shape[1]
+    best = strongest(summary, plan)
+    b = best["backward"] or (target.backwards[0] if _is_purifier(target) else "exact")
+    model = attacked_model(target, Spec("sweep", b, None))
+    backwards = tuple(target.backwards) if _is_purifier(target) else ("exact",)
+    grads = {bw: _grad_stats(target, attacked_model(target, Spec("g", bw, None)), xs, ys, _seed(seed, "grad", bw))
+             for bw in backwards}
+    curve = []
+    for e in sorted({plan["eps"], *cfg["sanity_eps"]}):
+        atk = PGD(eps=e, alpha=2.5 * e / cfg["sanity_steps"], steps=cfg["sanity_steps"], random_start=False,
+                  eot_iter=plan["eot_iter"], seed=seed, checks=False)
+        curve.append({"eps": e, "acc": _acc(target, model, atk, xs, ys, plan["n_draws"], _seed(seed, "sweep", e)),
+                      "n": len(xs), "attack": repr(atk), "backward": b})
+    threshold = 1 / num_classes + margin
+    short, long_ = (presets.pgd_eot(plan["eps"], steps=s, eot_iter=plan["eot_iter"], seed=seed, checks=False)
+                    for s in cfg["mono_steps"])
+    a_short = _acc(target, model, short, xs, ys, plan["n_draws"], _seed(seed, "mono"))
+    a_long = _acc(target, model, long_, xs, ys, plan["n_draws"], _seed(seed, "mono"))
+    tol = max(1 / len(xs), 0.05 if getattr(target, "stochastic", False) else 0.0)
+    first = next(iter(plan["specs"]))
+    won = summary["settings"][first]["vote"]["won"]
+    masking = {}
+    for name in ("square", "transfer"):
+        if not any(r["key"] == name for r in summary["attacks"]):
+            continue
+        if plan["individual"]:
+            rows = [r for r in summary["attacks"] if r["setting"] == first]
+            white = min(r["own"]["vote"]["acc"] for r in rows if r["backward"])
+            own = next(r for r in rows if r["key"] == name)["own"]["vote"]["acc"]
+            masking[name] = {"beats_white_box": own < white - masking_margin, "own_acc": own, "best_white_box_acc": white}
+        else:
+            k = won.get(name, 0)
+            masking[name] = {"beats_white_box": k > max(1, masking_margin * n), "broke_after_white_box": k}
+    checks = {
+        "large_eps": {"eps": curve[-1]["eps"], "acc": curve[-1]["acc"], "threshold": threshold,
+                      "passed": curve[-1]["acc"] <= threshold},
+        "masking": masking, "gradients": grads,
+        "more_steps": {"steps": list(cfg["mono_steps"]), "acc": [a_short, a_long], "tolerance": tol,
+                       "passed": a_long <= a_short + tol},
+    }
+    msgs = []
+    if not checks["large_eps"]["passed"]:
+        msgs.append(f"accuracy {curve[-1]['acc']:.1%} at eps {curve[-1]['eps']:g} stays above chance + margin "
+                    f"({threshold:.1%}): the attacks do not see the defense; every number is an overestimate")
+    for name, m in masking.items():
+        if m["beats_white_box"]:
+            msgs.append(f"{name} beats the white-box attacks: gradient masking suspected")
+    for bw, g in grads.items():
+        if not g["ok"]:
+            msgs.append(f"backward {bw}: {g['zero']} zero and {g['exploding']} exploding/non-finite input "
+                        f"gradients of {g['n']}")
+    if not checks["more_steps"]["passed"]:
+        msgs.append(f"PGD with {cfg['mono_steps'][1]} steps leaves more images correct ({a_long:.1%}) than with "
+                    f"{cfg['mono_steps'][0]} ({a_short:.1%}): the attack has not converged")
+    grads_ok = grads[b]["ok"]
+    checks |= {"backward": b, "eps_curve": curve, "messages": msgs,
+               "passed": checks["large_eps"]["passed"] and checks["more_steps"]["passed"] and grads_ok
+               and not any(m["beats_white_box"] for m in masking.values())}
+    return checks
+
+
+# ----------------------------------------------------------------------------- Defense-GAN, unrolled
+
+
+class UnrolledSearch(nn.Module):
+    """classifier(G(z_L(x))) with the whole latent search of a Defense-GAN-like defense (attributes
+    generator, classifier, steps, restarts, lr, momentum, decay_at, _generator) kept differentiable
+    in x: the exact gradient through the L SGD steps (second-order terms included), the full-gradient
+    attack next to BPDA. Memory: the steps run in segments of `segment` under torch.utils.checkpoint,
+    so only the (z, v) at segment boundaries are stored; the cost is about 3x the defense's forward."""
+
+    def __init__(self, defense, segment: int = 10):
+        super().__init__()
+        self.defense, self.segment = defense, segment
+
+    def _steps(self, z, v, target, first, last):
+        d, G = self.defense, self.defense.generator
+        for step in range(first, last):
+            err = (G(z) - target).pow(2).flatten(1).mean(1)                      # (R*n,)
+            g, = torch.autograd.grad(err.sum(), z, create_graph=torch.is_grad_enabled() and target.requires_grad)
+            v = d.momentum * v + g
+            z = z - (d.lr if step < d.decay_at * d.steps else 0.1 * d.lr) * v
+        return z, v
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+        from advlab.validate import eval_mode
+        d, G = self.defense, self.defense.generator
+        n, R, dim = len(x), d.restarts, G.latent_dim
+        z = (torch.randn(R, n, dim, generator=d._generator) / math.sqrt(dim)).reshape(R * n, dim).to(x)
+        target = x.repeat(R, 1, 1, 1)                                              # (R*n, C, H, W)
+        v = torch.zeros_like(z)
+        with eval_mode(G), torch.enable_grad():
+            z = z.requires_grad_(True)
+            for s in range(0, d.steps, self.segment):
+                last = min(s + self.segment, d.steps)
+                if target.requires_grad:
+                    z, v = checkpoint(self._steps, z, v, target, s, last, use_reentrant=False)
+                else:
+                    z, v = self._steps(z, v, target, s, last)
+                    z, v = z.detach().requires_grad_(True), v.detach()
+            rec = G(z)
+        err = (rec - target).pow(2).flatten(1).mean(1).view(R, n)
+        best = err.argmin(0)                                                       # (n,)
+        x_rec = rec.view(R, n, *x.shape[1:])[best, torch.arange(n, device=x.device)].clamp(0, 1)
+        return d.classifier(x_rec)
+
+
+def full_gradient_attack(target, x, y, plan: dict, summary: dict) -> dict:
+    """APGD-CE through `UnrolledSearch` on the first plan["full_gradient_n"] images, judged by the defense;
+    with the ensemble's per-image results of those images, their worst case."""
+    from advlab.attacks import presets
+    k = plan["full_gradient_n"]
+    xs, ys = x[:k], y[:k]
+    atk = presets.apgd_ce(plan["eps"], steps=plan["cfg"]["apgd_steps"], eot_iter=plan["eot_iter"],
+                          seed=plan["seed"], checks=False)
+    t0 = time.perf_counter()
+    if hasattr(target, "reseed"):
+        target.reseed(_seed(plan["seed"], "unrolled"))
+    codes = judge(target, atk(UnrolledSearch(target), xs, ys), ys, plan["n_draws"], _seed(plan["seed"], "unrolled", 1))
+    setting = next(iter(plan["specs"]))
+    ens = torch.tensor([f is None for f in summary["settings"][setting]["vote"]["first_broken_by"][:k]])
+    own = codes & 1 > 0
+    return {"attack": repr(atk), "backward": "unrolled search (torch.utils.checkpoint)", "n": k,
+            "seed": plan["seed"], "own": _rate(int(own.sum()), k), "ensemble_on_subset": _rate(int(ens.sum()), k),
+            "worst_case_on_subset": _rate(int((own & ens).sum()), k), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+# ----------------------------------------------------------------------------- the evaluation
+
+
+def _fingerprint_module(m: nn.Module) -> str:
+    from advlab.evaluation.adversarial_set import fingerprint
+    return fingerprint(*m.state_dict().values()) if len(m.state_dict()) else "none"
+
+
+def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.1,
+                        profile: str = "quick", device=None, eot_iter: int | None = None, seed: int = 0, *,
+                        n_draws: int | None = None, randomness=None, individual: bool = False,
+                        chunk: int | None = None, sanity_n: int | None = None, full_gradient_n: int = 0,
+                        speed_n: int = 64, state_dir: str | None = shard.DEFAULT_FOLDER, resume: bool = True,
+                        progress: bool = True, on_chunk=None) -> dict | None:
+    """Run the protocol of the module docstring on (x, y) and return its result (json-serialisable).
+
+    target: a Purifier (uses .backwards, .adaptive_model(b), .classifier, .stochastic, .reseed) or a
+    plain classifier. profile: "quick" | "full" (PROFILES); eot_iter (None: the profile's for a
+    stochastic defense, 1 otherwise) and n_draws override it. randomness: settings to run for a
+    stochastic defense, ("fresh", "fixed") by default. individual: every attack on every clean-correct
+    image (its own accuracy) instead of AutoAttack's cascade. state_dir: where chunks are saved (None:
+    nowhere); resume=False recomputes them. full_gradient_n: APGD through `UnrolledSearch` on that many
+    images (Defense-GAN-like defenses). speed_n: images timed for the throughput (0: none).
+    on_chunk(start, data) is called after each saved chunk. The defense's random stream is restored.
+    Under torchrun every rank must call this; all ranks return the result.
+    """
+    from tqdm.auto import tqdm
+    from advlab.validate import check_fit, eval_mode
+    if profile not in PROFILES:
+        raise ValueError(f"profile: must be one of {tuple(PROFILES)}, got {profile!r}")
+    cfg = dict(PROFILES[profile])
+    if device is not None:
+        target = target.to(device)
+    x, y = check_fit(target.classifier if _is_purifier(target) else target, x, y)
+    stochastic = bool(getattr(target, "stochastic", False))
+    eot = (cfg["eot_iter"] if stochastic else 1) if eot_iter is None else eot_iter
+    settings = (tuple(randomness or ("fresh", "fixed")) if stochastic else ("none",))
+    plan = {"eps": float(eps), "seed": seed, "cfg": cfg, "profile": profile, "eot_iter": eot, "individual": individual,
+            "n_draws": (n_draws or cfg["n_draws"]) if stochastic else 1, "sanity_n": sanity_n or cfg["sanity_n"],
+            "full_gradient_n": full_gradient_n,
+            "specs": {s: build_ensemble(target, eps, cfg, seed, 1 if s == "fixed" else eot) for s in settings}}
+    name = target.describe() if hasattr(target, "describe") else type(target).__name__
+    from advlab.evaluation.adversarial_set import fingerprint
+    key = {"target": name, "weights": _fingerprint_module(target), "data": fingerprint(x, y), "n": len(x),
+           "seed": seed, "chunk": chunk or cfg["chunk"], "n_draws": plan["n_draws"], "individual": individual,
+           "attacks": {s: [repr(sp.attack) + f"@{sp.backward}" for sp in v] for s, v in plan["specs"].items()}}
+    store = shard.ChunkStore(state_dir, key, name.split("(")[0]) if state_dir else None
+    rank, world = shard.world()
+    step = chunk or cfg["chunk"]
+    mine = shard.my_chunks(list(range(0, len(x), step)), rank, world)
+    saved_state = target._generator.get_state() if hasattr(target, "_generator") else None
+    t0, done = time.time(), {}
+    units = sum(len(v) for v in plan["specs"].values())
+    with eval_mode(target):
+        bar = tqdm(total=sum(len(x[s:s + step]) for s in mine) * units, unit="img", disable=not progress,
+                   desc=f"adaptive {name.split('(')[0]}" + (f" rank {rank}/{world}" if world > 1 else ""))
+        for s in mine:
+            data = store.load(s) if store and resume else None
+            if data is None:
+                data = run_chunk(target, x[s:s + step], y[s:s + step], s, plan, bar)
+                if store:
+                    store.save(s, data)
+                    from advlab.zoo import atomic
+                    atomic.pause_point("adaptive:chunk-saved")
+            else:
+                bar.update(data["n"] * units)
+            done[s] = data
+            if on_chunk is not None:
+                on_chunk(s, data)
+        bar.close()
+        merged = shard.gather({str(s): d for s, d in done.items()})
+        res = None
+        if rank == 0:
+            res = _finish(target, x, y, plan, merged, store, resume, name, stochastic, speed_n)
+            res["seconds"] = round(time.time() - t0, 1)
+    if saved_state is not None:
+        target._generator.set_state(saved_state)
+    return shard.broadcast(res)
+
+
+def _finish(target, x, y, plan, merged, store, resume, name, stochastic, speed_n) -> dict:
+    """Rank 0: aggregate the chunks, run (or reload) the checks, measure the throughput."""
+    summary = summarize(merged, plan, len(x))
+    cached = store.load("checks") if store and resume else None
+    if cached is None:
+        cached = {"sanity": sanity_checks(target, x, y, plan, summary)}
+        if plan["full_gradient_n"]:
+            cached["full_gradient"] = full_gradient_attack(target, x, y, plan, summary)
+        if store:
+            store.save("checks", cached)
+    res = {"kind": "adaptive_evaluation", "target": name, "classifier": type(getattr(target, "classifier", target)).__name__,
+           "stochastic": stochastic, "eps": plan["eps"], "norm": "linf", "profile": plan["profile"], "n": len(x),
+           "seed": plan["seed"], "eot_iter": plan["eot_iter"], "n_draws": plan["n_draws"],
+           "mode": "individual" if plan["individual"] else "cascade", "device": _device_name(x.device),
+           "settings_run": list(plan["specs"]), "headline": headline(summary, stochastic, plan["n_draws"]),
+           "strongest": strongest(summary, plan)} | summary | cached
+    if speed_n:
+        xs = x[:speed_n]
+        with torch.no_grad():
+            target(xs[:2])
+            t = time.perf_counter()
+            target(xs)
+            res["purify_images_per_s"] = round(len(xs) / max(time.perf_counter() - t, 1e-9), 1)
+    return res
+
+
+def _device_name(device) -> str:
+    return (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"cpu ({torch.get_num_threads()} threads)")
+
+
+def format_result(res: dict) -> str:
+    """The result as markdown: the headline, every attack row, the winners and the checks."""
+    pct = lambda r: f"{100 * r['acc']:.1f}% [{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"  # noqa: E731
+    h = res["headline"]
+    lines = [f"**{res['target']}**, Linf eps {res['eps']:g}, {res['n']} images (seed {res['seed']}), profile "
+             f"{res['profile']}, {res['mode']}, {res['device']}", "",
+             f"clean: {pct(res['clean']['vote'])}" + (f"; worst-of-{res['n_draws']} {pct(res['clean']['worst_of_n'])}"
+                                                     if res["stochastic"] else ""),
+             f"**robust (quote this): {pct(h)}** - {h['what']} ({h['interval']})", ""]
+    for setting, rules in res["settings"].items():
+        for rule in (("vote", "worst_of_n") if res["stochastic"] else ("vote",)):
+            lines.append(f"- worst case, randomness {setting}, {rule}: {pct(rules[rule])}; first broken by: "
+                         + ", ".join(f"{k} {v}" for k, v in rules[rule]["won"].items()))
+    for rule, r in res.get("combined", {}).items():
+        lines.append(f"- worst case over both randomness settings, {rule}: {pct(r)}")
+    own = res["mode"] == "individual"
+    lines += ["", "| randomness | attack | attacked | broke first | " + ("own accuracy | " if own else "")
+              + "seconds | settings |", "|---|---|---:|---:|" + ("---:|" if own else "") + "---:|---|"]
+    for r in res["attacks"]:
+        lines.append(f"| {r['setting']} | {r['key']} | {r['attacked']} | {r['broke_first']['vote']} | "
+                     + (f"{pct(r['own']['vote'])} | " if own else "") + f"{r['seconds']:.1f} | `{r['attack']}` |")
+    s = res["sanity"]
+    lines += ["", f"strongest attack: {res['strongest']['attack']} ({res['strongest']['by']})",
+              f"sanity ({'passed' if s['passed'] else 'FAILED'}, backward {s['backward']}): "
+              + ", ".join(f"eps {c['eps']:g} -> {100 * c['acc']:.1f}%" for c in s["eps_curve"])
+              + f" (n {s['eps_curve'][0]['n']}, threshold {100 * s['large_eps']['threshold']:.0f}%); PGD "
+              f"{s['more_steps']['steps'][0]} / {s['more_steps']['steps'][1]} steps: "
+              f"{100 * s['more_steps']['acc'][0]:.1f}% / {100 * s['more_steps']['acc'][1]:.1f}%; zero gradients: "
+              + ", ".join(f"{b} {g['zero']}/{g['n']}" for b, g in s["gradients"].items())]
+    lines += [f"- {m}" for m in s["messages"]]
+    if "full_gradient" in res:
+        f = res["full_gradient"]
+        lines.append(f"full gradient ({f['backward']}) on {f['n']}: alone {pct(f['own'])}, with the ensemble "
+                     f"{pct(f['worst_case_on_subset'])}")
+    if "purify_images_per_s" in res:
+        lines.append(f"throughput: {res['purify_images_per_s']:.0f} images/s ({res['device']})")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def load_target(name: str, dataset: str = "fashion_mnist", classifier: str | None = None, device="cpu"):
+    """(target, record name, {zoo name: sha256}): a registered purifier built from the zoo (record
+    name "lqvae+fmnist/cnn") or a zoo classifier (record name "fmnist/pgd-at")."""
+    from advlab import purifiers, zoo
+    if name in purifiers.REGISTRY:
+        cls = purifiers.get(name)
+        parts = dict(cls.ZOO[dataset])
+        clf = classifier or parts.pop("classifier")
+        parts.pop("classifier", None)
+        target = cls.from_zoo(dataset, classifier=clf, device=device)
+        models = {z: zoo.info(z)["sha256"] for z in [*parts.values(), clf]}
+        return target, f"{name}+{clf}", models
+    return zoo.load(name, device=device), name, {name: zoo.info(name)["sha256"]}
+
+
+def main(argv=None) -> int:
+    """`advlab adaptive NAME --n 1000 --profile full --device cuda --record` (also under torchrun)."""
+    import argparse
+    import os
+    import sys
+    from pathlib import Path
+    p = argparse.ArgumentParser(prog="advlab adaptive", description=__doc__.split("\n\n")[0])
+    p.add_argument("name", help="a registered purifier (lqvae, vaegan, defense-gan, ...) or a zoo classifier")
+    p.add_argument("--dataset", default="fashion_mnist")
+    p.add_argument("--classifier", default=None, help="zoo classifier of the purifier (default: its own)")
+    p.add_argument("--n", type=int, default=64, help="test images (fixed subset drawn with --seed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eps", type=float, default=0.1)
+    p.add_argument("--profile", choices=tuple(PROFILES), default="quick")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--eot", type=int, default=None)
+    p.add_argument("--draws", type=int, default=None)
+    p.add_argument("--chunk", type=int, default=None)
+    p.add_argument("--individual", action="store_true", help="every attack on every image (own accuracies)")
+    p.add_argument("--randomness", default=None, help="comma list of fresh,fixed (stochastic defenses)")
+    p.add_argument("--sanity-n", type=int, default=None)
+    p.add_argument("--full-gradient-n", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--state", default=shard.DEFAULT_FOLDER)
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--out", default=None, help="write RESULT.json and RESULT.md under this folder")
+    p.add_argument("--record", action="store_true", help="write docs/results/records/NAME/adaptive_*.json")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from advlab import data
+    device = a.device
+    if device.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    rank, _ = shard.init(device)
+    target, rec_name, models = load_target(a.name, a.dataset, a.classifier, device)
+    x, y = data.batch(a.dataset, "test", n=a.n, seed=a.seed, device=device)
+    res = adaptive_evaluation(target, x, y, a.eps, a.profile, device, a.eot, a.seed, n_draws=a.draws,
+                              randomness=a.randomness.split(",") if a.randomness else None, individual=a.individual,
+                              chunk=a.chunk, sanity_n=a.sanity_n, full_gradient_n=a.full_gradient_n,
+                              state_dir=a.state, resume=not a.no_resume, progress=rank == 0)
+    if rank != 0:
+        return 0
+    res["command"] = "advlab adaptive " + " ".join(argv if argv is not None else sys.argv[1:])
+    res["subset"] = {"dataset": a.dataset, "split": "test", "n": a.n, "seed": a.seed}
+    print(format_result(res))
+    protocol = f"adaptive_{a.profile}_linf{a.eps:g}"
+    if a.out:
+        from advlab.zoo import atomic
+        stem = Path(a.out) / f"{rec_name.replace('/', '__')}_{protocol}_n{a.n}_seed{a.seed}"
+        atomic.write_json(stem.with_suffix(".json"), res)
+        atomic.write_text(stem.with_suffix(".md"), format_result(res) + "\n")
+    if a.record:
+        from advlab.evaluation import records
+        records.write_record("defense" if _is_purifier(target) else "model", rec_name, protocol, res,
+                             attack="adaptive ensemble: " + ", ".join(r["key"] for r in res["attacks"]
+                                                                      if r["setting"] == res["settings_run"][0]),
+                             n=a.n, seed=a.seed, device=res["device"], models=models, command=res["command"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
