@@ -303,6 +303,8 @@ def plot_accuracy_bars(values, labels=None, ax=None, horizontal: bool = False, r
             ax.annotate(text, (i, drawn[i]), xytext=(0, off), textcoords="offset points", va="bottom",
                         ha="center", fontsize=fontsize, zorder=5)
     names = [k for k, _ in items]
+    # the category labels clear the markers drawn on the axis for 0% bars
+    ax.tick_params(axis="y" if horizontal else "x", pad=7.0)
     if horizontal:
         ax.set_yticks(pos, names, fontsize=fontsize + 0.5)
         ax.set_xlim(0, 1.13 * top)
