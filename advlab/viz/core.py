@@ -320,10 +320,10 @@ def plot_accuracy_bars(values, labels=None, ax=None, horizontal: bool = False, r
         ax.set_ylabel(value_label)
         ax.grid(alpha=0.3, axis="y", zorder=0)
     if reference is not None:
-        line = (ax.axvline if horizontal else ax.axhline)(100.0 * float(reference), color="0.35", ls=":", lw=1.2,
-                                                           zorder=3, label=f"{reference_label}: {100 * reference:.{decimals}f}%")
-        ax.legend(handles=[line], fontsize=fontsize - 0.5, loc="best",
-                  framealpha=0.9)
+        ref = 100.0 * float(reference)
+        line = (ax.axvline if horizontal else ax.axhline)(ref, color="0.35", ls=":", lw=1.2, zorder=3,
+                                                           label=f"{reference_label}: {ref:.{decimals}f}%")
+        ax.legend(handles=[line], fontsize=fontsize - 0.5, loc="best", framealpha=0.9)
     if title:
         ax.set_title(title, fontsize=10)
     return ax
