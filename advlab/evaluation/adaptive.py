@@ -431,7 +431,7 @@ def full_gradient_attack(target, x, y, plan: dict, summary: dict) -> dict:
 
 def _fingerprint_module(m: nn.Module) -> str:
     from advlab.evaluation.adversarial_set import fingerprint
-    return fingerprint(*m.state_dict().values()) if len(m.state_dict()) else "none"
+    return fingerprint(*(t.reshape(-1) for t in m.state_dict().values())) if len(m.state_dict()) else "none"
 
 
 def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float = 0.1,
@@ -529,6 +529,7 @@ def _finish(target, x, y, plan, merged, store, resume, name, stochastic, speed_n
             t = time.perf_counter()
             target(xs)
             res["purify_images_per_s"] = round(len(xs) / max(time.perf_counter() - t, 1e-9), 1)
+            res["purify_speed_n"] = len(xs)
     return res
 
 
@@ -644,8 +645,8 @@ def main(argv=None) -> int:
     if a.out:
         from advlab.zoo import atomic
         stem = Path(a.out) / f"{rec_name.replace('/', '__')}_{protocol}_n{a.n}_seed{a.seed}"
-        atomic.write_json(stem.with_suffix(".json"), res)
-        atomic.write_text(stem.with_suffix(".md"), format_result(res) + "\n")
+        atomic.write_json(f"{stem}.json", res)
+        atomic.write_text(f"{stem}.md", format_result(res) + "\n")
     if a.record:
         from advlab.evaluation import records
         records.write_record("defense" if _is_purifier(target) else "model", rec_name, protocol, res,
