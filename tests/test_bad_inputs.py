@@ -380,3 +380,20 @@ def test_purifiers_accept_float64_images(env):
     assert out.shape == env.x.shape
     with torch.no_grad():
         assert d(env.x.double()).shape == (len(env.x), 10)
+
+
+@pytest.mark.parametrize("fn", ["accuracy", "robust_accuracy", "robust_report"])
+def test_metrics_restore_every_modules_own_train_flag(env, fn):
+    """A model whose top level is in eval mode but one submodule (BatchNorm) in train mode keeps exactly
+    those flags, and its BatchNorm statistics do not move (the measurement ran in eval mode)."""
+    model = models.build("cnn", "synthetic").eval()
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    bn.train()
+    flags = [m.training for m in model.modules()]
+    stats = bn.running_mean.clone()
+    ident = lambda m, x, y: x  # noqa: E731
+    {"accuracy": lambda: evaluate.accuracy(model, env.x, env.y),
+     "robust_accuracy": lambda: evaluate.robust_accuracy(model, env.x, env.y, ident),
+     "robust_report": lambda: evaluate.robust_report(model, env.x, env.y, ident)}[fn]()
+    assert [m.training for m in model.modules()] == flags
+    assert torch.equal(bn.running_mean, stats)
