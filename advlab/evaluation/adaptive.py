@@ -420,7 +420,7 @@ def full_gradient_attack(target, x, y, plan: dict, summary: dict) -> dict:
     codes = judge(target, atk(UnrolledSearch(target), xs, ys), ys, plan["n_draws"], _seed(plan["seed"], "unrolled", 1))
     setting = next(iter(plan["specs"]))
     ens = torch.tensor([f is None for f in summary["settings"][setting]["vote"]["first_broken_by"][:k]])
-    own = codes & 1 > 0
+    own = (codes & 1 > 0).cpu()
     return {"attack": repr(atk), "backward": "unrolled search (torch.utils.checkpoint)", "n": k,
             "seed": plan["seed"], "own": _rate(int(own.sum()), k), "ensemble_on_subset": _rate(int(ens.sum()), k),
             "worst_case_on_subset": _rate(int((own & ens).sum()), k), "seconds": round(time.perf_counter() - t0, 1)}
@@ -457,6 +457,9 @@ def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     if profile not in PROFILES:
         raise ValueError(f"profile: must be one of {tuple(PROFILES)}, got {profile!r}")
     cfg = dict(PROFILES[profile])
+    if full_gradient_n and not all(hasattr(target, a) for a in ("generator", "restarts", "lr", "_generator")):
+        raise ValueError("full_gradient_n: needs a defense with a latent search (Defense-GAN), got "
+                         f"{type(target).__name__}")
     if device is not None:
         target = target.to(device)
     x, y = check_fit(target.classifier if _is_purifier(target) else target, x, y)
@@ -509,13 +512,14 @@ def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
 def _finish(target, x, y, plan, merged, store, resume, name, stochastic, speed_n) -> dict:
     """Rank 0: aggregate the chunks, run (or reload) the checks, measure the throughput."""
     summary = summarize(merged, plan, len(x))
-    cached = store.load("checks") if store and resume else None
+    label = f"checks_s{plan['sanity_n']}_f{plan['full_gradient_n']}"
+    cached = store.load(label) if store and resume else None
     if cached is None:
         cached = {"sanity": sanity_checks(target, x, y, plan, summary)}
         if plan["full_gradient_n"]:
             cached["full_gradient"] = full_gradient_attack(target, x, y, plan, summary)
         if store:
-            store.save("checks", cached)
+            store.save(label, cached)
     res = {"kind": "adaptive_evaluation", "target": name, "classifier": type(getattr(target, "classifier", target)).__name__,
            "stochastic": stochastic, "eps": plan["eps"], "norm": "linf", "profile": plan["profile"], "n": len(x),
            "seed": plan["seed"], "eot_iter": plan["eot_iter"], "n_draws": plan["n_draws"],
@@ -603,24 +607,19 @@ def main(argv=None) -> int:
     from pathlib import Path
     p = argparse.ArgumentParser(prog="advlab adaptive", description=__doc__.split("\n\n")[0])
     p.add_argument("name", help="a registered purifier (lqvae, vaegan, defense-gan, ...) or a zoo classifier")
-    p.add_argument("--dataset", default="fashion_mnist")
-    p.add_argument("--classifier", default=None, help="zoo classifier of the purifier (default: its own)")
-    p.add_argument("--n", type=int, default=64, help="test images (fixed subset drawn with --seed)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eps", type=float, default=0.1)
+    for flag, typ, default, hlp in (
+            ("--dataset", str, "fashion_mnist", None), ("--classifier", str, None, "the purifier's zoo classifier"),
+            ("--n", int, 64, "test images (a fixed subset drawn with --seed)"), ("--seed", int, 0, None),
+            ("--eps", float, 0.1, None), ("--device", str, "cpu", None), ("--eot", int, None, None),
+            ("--draws", int, None, "draws per judgement (stochastic)"), ("--chunk", int, None, None),
+            ("--randomness", str, None, "comma list of fresh,fixed"), ("--sanity-n", int, None, None),
+            ("--full-gradient-n", int, 0, "APGD through the unrolled search (Defense-GAN)"),
+            ("--threads", int, 0, None), ("--state", str, shard.DEFAULT_FOLDER, "resume folder"),
+            ("--out", str, None, "write the result's .json and .md here")):
+        p.add_argument(flag, type=typ, default=default, help=hlp)
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--eot", type=int, default=None)
-    p.add_argument("--draws", type=int, default=None)
-    p.add_argument("--chunk", type=int, default=None)
     p.add_argument("--individual", action="store_true", help="every attack on every image (own accuracies)")
-    p.add_argument("--randomness", default=None, help="comma list of fresh,fixed (stochastic defenses)")
-    p.add_argument("--sanity-n", type=int, default=None)
-    p.add_argument("--full-gradient-n", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--state", default=shard.DEFAULT_FOLDER)
     p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--out", default=None, help="write RESULT.json and RESULT.md under this folder")
     p.add_argument("--record", action="store_true", help="write docs/results/records/NAME/adaptive_*.json")
     a = p.parse_args(argv)
     if a.threads:

@@ -237,7 +237,7 @@ def plots(board: dict, out: Path) -> list[Path]:
     ax.set_xlim(0, 115)
     ax.set_xlabel("accuracy (%)")
     ax.invert_yaxis()
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     fig.tight_layout()
     paths.append(out / "bars.png")
     fig.savefig(paths[-1], dpi=120)
@@ -247,7 +247,7 @@ def plots(board: dict, out: Path) -> list[Path]:
         for cv in board["eps_curves"]:
             pts = cv["points"]
             ax.plot([p["eps"] for p in pts], [100 * p["acc"] for p in pts], marker="o",
-                    label=f"{cv['entry']} (n {pts[0]['n']}, {cv['device']})")
+                    label=f"{cv['entry']} {Path(cv['source']).stem} (n {pts[0]['n']}, {cv['device']})")
         ax.set_xlabel("Linf eps")
         ax.set_ylabel("robust accuracy (%)")
         ax.set_ylim(-2, 102)
