@@ -20,7 +20,9 @@ the settings and seed its row names:
   transfer                 grey box: PGD-40 crafted on `defense.classifier` alone
 A plain classifier gets APGD-CE, APGD-DLR, PGD and Square on itself. As in AutoAttack, an attack
 runs only on the images every earlier attack left correctly classified (individual=True runs each
-on all clean-correct images instead, which gives every attack its own robust accuracy).
+on all clean-correct images instead, which gives every attack its own robust accuracy; in the
+cascade the earlier attacks get the credit for images a later one would also break, so "strongest"
+and the backward the checks use lean towards the first backward).
 
 Randomness (stochastic defenses). "fresh": the defense draws anew on every call, during the attack
 and at evaluation; "fixed": one draw is frozen during the attack (the attacker overfits to it) and
