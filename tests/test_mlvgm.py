@@ -293,7 +293,8 @@ def test_schedules_of_training_and_free_bits():
     kl.requires_grad_(True)
     free_bits_kl(kl, 0.5).backward()
     assert kl.grad[:, 1].abs().sum() == 0 and kl.grad[:, 0].abs().sum() > 0     # below the floor: no gradient
-    for bad, match in ((dict(free_bits=-1), "^free_bits: "), (dict(ema_decay=1.0), "^ema_decay: "),
+    for bad, match in ((dict(free_bits=-1), "^free_bits: "), (dict(free_bits=[0.1, 0.2]), "^free_bits: "),
+                       (dict(free_bits=[0.1, -0.2, 0.1]), "^free_bits: "), (dict(ema_decay=1.0), "^ema_decay: "),
                        (dict(z_channels=[1, 2]), "^z_channels: "), (dict(iters=0), "^iters: "),
                        (dict(lr=0), "^lr: ")):
         with pytest.raises(ValueError, match=match):
@@ -306,6 +307,10 @@ def test_losses_are_finite_and_consistent(model):
     assert all(torch.isfinite(v) for v in losses.values())
     assert losses["kl"].item() == pytest.approx(sum(losses[f"kl{i}"].item() for i in (1, 2, 3)), rel=1e-5)
     assert losses["loss"].item() >= losses["recon"].item()
+    # free bits per level: a floor of 1000 nats per coordinate on level 1 alone adds beta * 1000 * 32 coordinates
+    high = compute_losses(model, x, 0.5, tiny_cfg(free_bits=[1000.0, 0.0, 0.0]), gen())
+    low = compute_losses(model, x, 0.5, tiny_cfg(free_bits=[0.0, 0.0, 0.0]), gen())
+    assert high["loss"].item() == pytest.approx(low["loss"].item() - 0.5 * low["kl1"].item() + 0.5 * 1000 * 32, rel=1e-5)
 
 
 def _state(m):

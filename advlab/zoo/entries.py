@@ -109,9 +109,9 @@ register(ZooEntry("fmnist/carso", "carso", "fashion_mnist",
 register(ZooEntry("fmnist/hvae", "hvae", "fashion_mnist",
                   "Hierarchical VAE for MLVGM purification (Serez et al.): 3 latent levels (4x4x8, 7x7x4, 14x14x2), "
                   "top-down path with residual posteriors (NVAE style), Bernoulli likelihood, width 64 (531k params, "
-                  "sized for CPU training); KL warm-up 1500 iterations, free bits 0.05 nats per coordinate per channel, "
-                  "Adam 2e-3 with cosine decay, EMA 0.999; 7000 iterations of 64",
-                  train=dict(iters=7000, batch_size=64, seed=10),
+                  "sized for CPU training); KL warm-up 1500 iterations, free bits per channel 0.5 / 0.2 / 0.05 nats per "
+                  "coordinate (4x4 / 7x7 / 14x14), Adam 2e-3 with cosine decay, EMA 0.999; 7000 iterations of 64",
+                  train=dict(iters=7000, batch_size=64, seed=10, free_bits=[0.5, 0.2, 0.05]),
                   train_quick=dict(iters=20, batch_size=32, n_train=2000, log_every=5, ckpt_every=10, eval_n=64,
                                    kl_warmup=10, lr_warmup=5),
                   arch_kwargs=dict(width=64, z_channels=[8, 4, 2]),
