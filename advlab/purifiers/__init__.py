@@ -27,7 +27,7 @@ REGISTRY: dict[str, str] = {
 _NAMES = {"Purifier": "advlab.purifiers.base", "Defense": "advlab.purifiers.base",
           "Voting": "advlab.purifiers.voting", "aggregate": "advlab.purifiers.voting"}
 _NAMES |= {path.split(":")[1]: path.split(":")[0] for path in REGISTRY.values()}
-_SUBMODULES = ("base", "voting", "defense_gan", "vaegan", "lqvae")
+_SUBMODULES = ("base", "voting", "defense_gan", "vaegan", "lqvae", "carso", "mlvgm")
 __all__ = ["REGISTRY", "names", "get"] + list(_SUBMODULES) + list(_NAMES)
 
 
