@@ -74,3 +74,48 @@ def test_bad_arguments_name_themselves():
     with pytest.raises(ValueError, match="^draw: "):
         Voting("model")
     assert set(RULES) == {"vote", "carso", "mean_logits", "mean_probs"}
+
+
+# --- issue 15: Voting checks its input; a fresh BPDA model does not trip the train-mode warning -----------
+def _tiny_classifier():
+    import torch.nn as nn
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)).eval()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda: torch.rand(2, 3, 28, 28), "x: model expects 1-channel images"),
+    (lambda: "images", "x: expected a torch.Tensor"),
+    (lambda: torch.full((2, 1, 28, 28), float("nan")), "x: contains NaN"),
+    (lambda: torch.rand(2, 1, 28, 28) + 1.0, "x: images must lie in [0, 1]"),
+])
+def test_voting_rejects_bad_images_naming_x(bad, message):
+    from advlab.purifiers.voting import Voting
+    with pytest.raises(ValueError) as e:
+        Voting(_tiny_classifier(), k=2)(bad())
+    assert message in str(e.value)
+
+
+def test_voting_with_a_plain_function_still_checks_the_images():
+    from advlab.purifiers.voting import Voting
+    clf = _tiny_classifier()
+    with pytest.raises(ValueError, match="x: contains NaN"):
+        Voting(lambda t: clf(t), k=2)(torch.full((1, 1, 28, 28), float("nan")))
+
+
+def test_fresh_bpda_model_runs_without_the_train_mode_warning():
+    import warnings
+    from advlab import attacks, metrics
+    from advlab.attacks.bpda import bpda_model
+    clf = _tiny_classifier()
+    x, y = torch.rand(4, 1, 28, 28), torch.arange(4)
+    model = bpda_model(lambda t: t.clamp(0, 1), clf)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        metrics.robust_accuracy(model, x, y, attacks.PGD(steps=2))
+    assert not [m for m in w if "train mode" in str(m.message)]
+    clf.train()   # a classifier really in train mode still warns
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        metrics.robust_accuracy(bpda_model(lambda t: t, clf), x, y, attacks.PGD(steps=2))
+    assert [m for m in w if "train mode" in str(m.message)]

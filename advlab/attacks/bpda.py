@@ -50,6 +50,7 @@ class BPDA(nn.Module):
             owner = getattr(fn, "__self__", None)  # a bound method of a module
             if isinstance(owner, nn.Module) and not isinstance(fn, nn.Module):
                 self.add_module(name, owner)
+        self.training = False   # the wrapper itself behaves the same in both modes; the modules it wraps keep theirs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -77,13 +78,16 @@ def bpda_model(purify: Callable[[torch.Tensor], torch.Tensor], classifier: nn.Mo
         raise ValueError(f"classifier: must be a module mapping images to logits, got {type(classifier).__name__}")
     if not isinstance(classifier, nn.Module):
         classifier = _Lambda(classifier)
-    return nn.Sequential(BPDA(purify, backward_fn), classifier)
+    model = nn.Sequential(BPDA(purify, backward_fn), classifier)
+    model.training = False   # a container: its own flag only; the purifier and the classifier keep theirs
+    return model
 
 
 class _Lambda(nn.Module):
     def __init__(self, fn):
         super().__init__()
         self.fn = fn
+        self.training = False
 
     def forward(self, x):
         return self.fn(x)

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from advlab.validate import check_positive
+from advlab.validate import check_fit, check_images, check_positive
 
 RULES = ("vote", "carso", "mean_logits", "mean_probs")
 
@@ -85,6 +85,11 @@ class Voting(nn.Module):
         return torch.stack([self.draw(x) for _ in range(self.k)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        owner = self.draw if isinstance(self.draw, nn.Module) else getattr(self.draw, "__self__", None)
+        if isinstance(owner, nn.Module):   # a module (or its bound method) answers for the images it takes
+            x, _ = check_fit(owner, x)
+        else:
+            check_images(x)
         return aggregate(self.draws(x), self.rule)
 
     def adaptive_model(self) -> "Voting":
