@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from advlab import data, models
 from advlab.metrics import accuracy
+from advlab.zoo.atomic import fsync_dir
 
 
 @dataclass
@@ -257,19 +258,6 @@ def init_distributed(device: torch.device) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:   # no directory handles (Windows): the rename is all there is
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
@@ -305,7 +293,7 @@ def atomic_write(path: str | Path, write: Callable, what: str = "file") -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def save_training_state(path: str | Path, g: torch.Generator, meta: dict, **states) -> None:

@@ -34,7 +34,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -53,7 +53,8 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict | None = No
     return write_bytes(path, save(tensors, metadata=metadata))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder after a rename in it, so the rename survives a power cut (a no-op where folders cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:                          # Windows cannot open a folder; its rename is durable enough
