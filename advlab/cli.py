@@ -7,6 +7,8 @@
     advlab course make-exercises                   # solutions/ -> exercises/
     advlab bench attacks                           # PGD cost vs fwd+bwd and torchattacks
     advlab defense-report lqvae --n 1000           # clean, grey-box, adaptive and sanity rows
+    advlab adaptive lqvae --n 1000 --profile full  # the attack ensemble, per-image worst case (--help)
+    advlab leaderboard --out build/leaderboard     # every defense x every attack, from the records
 
 A bad option or a failure the user can fix (unknown model, missing data, a checksum mismatch) ends
 with one line `advlab CMD: message` on stderr and exit status 2; ADVLAB_TRACEBACK=1 shows the
@@ -71,6 +73,17 @@ def _defense_report(args) -> int:
 def _bench(args) -> int:
     from advlab.evaluation import bench
     return bench.main(args.rest)
+
+
+def _passthrough(module: str):
+    """A subcommand whose options the library module's own main(argv) parses (adaptive, leaderboard)."""
+    def run(args) -> int:
+        import importlib
+        try:
+            return importlib.import_module(module).main(args.rest)
+        except SystemExit as exc:   # its argparse already printed the one-line error or the help
+            return exc.code if isinstance(exc.code, int) else 0
+    return run
 
 
 # ------------------------------------------------------------------ option types: each error names its option
@@ -143,7 +156,15 @@ def _check_n(parser, dataset: str, n: int) -> None:
         parser.error(f"argument --n: {n} is more than the {have} images of {dataset}'s test split")
 
 
+PASSTHROUGH = {"adaptive": "advlab.evaluation.adaptive", "leaderboard": "advlab.evaluation.leaderboard"}
+
+
 def main(argv=None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in PASSTHROUGH:   # the module's own parser takes every option (argparse's REMAINDER
+        args = argparse.Namespace(cmd=words[0], rest=words[1:], func=_passthrough(PASSTHROUGH[words[0]]),
+                                  command="advlab " + " ".join(shlex.quote(w) for w in words))
+        return _run(args)                    # would stop at a leading --option)
     p = _Parser(prog="advlab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train a zoo model")
@@ -209,6 +230,10 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="benchmarks")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(func=_bench)
+    # listed for --help only: main() hands their words to the module's own parser before this one runs
+    sub.add_parser("adaptive", help="the adaptive attack ensemble on a purifier or zoo classifier (per-image "
+                                    "worst case); advlab adaptive --help")
+    sub.add_parser("leaderboard", help="the leaderboard (markdown, json, plots) from docs/results/records")
     try:
         args = p.parse_args(argv)
         if args.cmd == "evaluate":

@@ -598,6 +598,8 @@ def load_target(name: str, dataset: str = "fashion_mnist", classifier: str | Non
         target = cls.from_zoo(dataset, classifier=clf, device=device)
         models = {z: zoo.info(z)["sha256"] for z in [*parts.values(), clf]}
         return target, f"{name}+{clf}", models
+    if name not in zoo.names():
+        raise ValueError(f"name: {name!r} is neither a purifier {purifiers.names()} nor a zoo model {zoo.names()}")
     return zoo.load(name, device=device), name, {name: zoo.info(name)["sha256"]}
 
 

@@ -1,0 +1,37 @@
+"""`advlab adaptive` and `advlab leaderboard`: the CLI hands its words to the library's own parsers."""
+from __future__ import annotations
+
+import json
+
+from advlab import cli
+
+
+def test_adaptive_runs_a_quick_ensemble_and_writes_its_result(tmp_path, capsys):
+    rc = cli.main(["adaptive", "fmnist/cnn", "--n", "6", "--profile", "quick", "--sanity-n", "4",
+                   "--state", str(tmp_path / "state"), "--out", str(tmp_path / "out"), "--threads", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "apgd-ce" in out and "square" in out
+    (result,) = (tmp_path / "out").glob("fmnist__cnn_adaptive_quick_linf0.1_n6_seed0.json")
+    res = json.loads(result.read_text())
+    assert res["command"].startswith("advlab adaptive fmnist/cnn")
+    assert 0.0 <= res["headline"]["acc"] <= 1.0 and len(res["headline"]["ci95"]) == 2
+
+
+def test_adaptive_unknown_name_is_one_line_naming_both_kinds(capsys):
+    assert cli.main(["adaptive", "no_such_defense", "--n", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("advlab adaptive: name: 'no_such_defense' is neither a purifier") and "lqvae" in err
+
+
+def test_adaptive_bad_option_exits_2(capsys):
+    assert cli.main(["adaptive", "lqvae", "--bogus"]) == 2
+    assert "--bogus" in capsys.readouterr().err
+
+
+def test_leaderboard_writes_table_json_and_plots(tmp_path, capsys):
+    assert cli.main(["leaderboard", "--out", str(tmp_path)]) == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"leaderboard.md", "leaderboard.json"} <= names
+    assert "fmnist/pgd-at" in (tmp_path / "leaderboard.md").read_text()
