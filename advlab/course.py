@@ -508,6 +508,9 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
         print(f"  {status:6s} {dt:7.1f} s  {label}")
     print(f"executed notebooks: {', '.join(str(out / k) for k in kinds)}")
     print(f"results (json/csv/png): {out / 'results'}")
+    from advlab.evaluation import leaderboard   # the course's results table, from the records of this checkout
+    written = leaderboard.write(leaderboard.build(), out / "leaderboard")
+    print(f"leaderboard (every defense x every attack, from docs/results/records): {written[0]}")
     if failures:
         print("failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1

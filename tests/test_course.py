@@ -248,6 +248,8 @@ def test_run_executes_with_parameters(tmp_path, capsys):
     text = capsys.readouterr().out
     assert re.search(r"\[notebooks/05_params.ipynb\] ok in \d+\.\d s", text)
     assert "executed notebooks:" in text and "results (json/csv/png):" in text
+    assert "leaderboard (every defense x every attack" in text     # course run writes the leaderboard too
+    assert "fmnist/pgd-at" in (out / "leaderboard" / "leaderboard.md").read_text()
 
 
 def test_exercise_runner_tolerates_only_not_implemented(tmp_path, capsys):

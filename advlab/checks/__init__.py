@@ -22,7 +22,8 @@ The package:
   l03_training     03, the PGD-AT inner loop, the TRADES loss;
   l04_defense_gan  04, Defense-GAN's latent search with restarts, BPDA;
   l05_vaegan       05, the VAE-GAN purifier's discriminator step and latent purification;
-  l06_lqvae        06, the LQ-VAE's gradient-norm penalty and quantiser.
+  l06_lqvae        06, the LQ-VAE's gradient-norm penalty and quantiser;
+  l11_leaderboard  11, a Wilson confidence interval and the per-image worst case.
 Every name a notebook uses is re-exported here, so notebooks only ever write `checks.<name>`.
 Importing the package imports torch and nothing heavier (no Jupyter, no matplotlib): the reference
 implementations a check compares with are imported inside that check.
@@ -42,6 +43,7 @@ from .l03_training import check_pgd_at_examples, check_trades_loss
 from .l04_defense_gan import check_bpda, check_latent_search_restarts
 from .l05_vaegan import check_discriminator_step, check_purify_latent
 from .l06_lqvae import check_gradient_norm_penalty, check_quantiser
+from .l11_leaderboard import check_wilson_interval, check_worst_case_accuracy
 
 # importable but outside __all__: fixtures of the checks that the tests reuse,
 # checks._toy_classifier (exercise set 01's toy model) and checks._latent_search_case (Defense-GAN's)
@@ -67,4 +69,6 @@ __all__ = [
     "check_discriminator_step", "check_purify_latent",
     # 06: LQ-VAE
     "check_gradient_norm_penalty", "check_quantiser",
+    # 11: the leaderboard
+    "check_wilson_interval", "check_worst_case_accuracy",
 ]
