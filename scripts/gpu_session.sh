@@ -98,11 +98,14 @@ waitfor() {
 
 pack() {
   [ -n "${OUT:-}" ] || return 0
+  # weights files are named by their hash (zoo.save): read each one's name from its manifest
   for w in vaegan lqvae fgsm-at; do
-    [ -f advlab/zoo/weights/fmnist__$w.safetensors ] && cp advlab/zoo/weights/fmnist__$w.safetensors $OUT/
+    f=$(python -c "from advlab import zoo; print(zoo.info('fmnist/$w')['file'])" 2>/dev/null) \
+      && [ -f "advlab/zoo/$f" ] && cp "advlab/zoo/$f" $OUT/
   done
   for d in /tmp/lqvae_*; do
-    [ -f $d/weights/fmnist__lqvae.safetensors ] && cp $d/weights/fmnist__lqvae.safetensors $OUT/$(basename $d).safetensors
+    f=$(ADVLAB_ZOO=$d python -c "from advlab import zoo; print(zoo.info('fmnist/lqvae')['file'])" 2>/dev/null) \
+      && [ -f "$d/$f" ] && cp "$d/$f" $OUT/$(basename $d).safetensors
   done
   tar czf $OUT/results.tgz advlab/zoo/manifest.json build/reports build/eval $LOG 2>/dev/null
   ls -la $OUT

@@ -272,20 +272,11 @@ def headline(summary: dict, stochastic: bool, n_draws: int) -> dict:
 
 def _grad_stats(target, model, x, y, seed: int) -> dict:
     """Per-image input gradients of the cross-entropy at x: how many are zero, non-finite, exploding."""
-    from advlab.attacks.base import input_grad
+    from advlab.evaluation.masking import input_gradient_stats
     if hasattr(target, "reseed"):
         target.reseed(seed)
-    with torch.enable_grad():
-        g, _, _ = input_grad(model, x, y)
-    g = g.flatten(1).double()
-    norms = g.norm(dim=1)
-    finite = torch.isfinite(g).all(1)
-    zero = int((g.abs().amax(1) == 0).sum())
-    big = int((norms[finite] > 1e4).sum()) + int((~finite).sum())
-    fn = norms[finite]
-    return {"n": len(x), "zero": zero, "nonfinite": int((~finite).sum()), "exploding": big,
-            "median_l2": float(fn.median()) if len(fn) else float("nan"), "max_l2": float(fn.max()) if len(fn) else float("nan"),
-            "ok": zero <= len(x) // 2 and big == 0}
+    s = input_gradient_stats(model, x, y)
+    return s | {"ok": s["zero"] <= len(x) // 2 and s["exploding"] == 0}
 
 
 def _acc(target, model, atk, x, y, n_draws, seed) -> float:

@@ -132,16 +132,18 @@ def list_records(kind: str | None = None, root: str | Path | None = None) -> lis
 def evaluations(model: str, root: str | Path | None = None, zoo_root: str | Path | None = None) -> dict:
     """{key: result} of the evaluations of the zoo model's current weights: the dict the zoo manifest
     kept under manifest[model]["evaluations"] (same keys, same values). Records of other weights
-    (before a re-training, or of another zoo under ADVLAB_ZOO) are left out; an untrained model has none.
+    (before a re-training, or of another zoo under ADVLAB_ZOO) are left out; records of the float32
+    file that the current float16 weights were converted from count (zoo.same_weights). An untrained
+    model has none.
     """
     from advlab import zoo
     try:
-        sha = zoo.info(model, zoo_root)["sha256"]
+        zoo.info(model, zoo_root)
     except zoo.NotTrainedError:
         return {}
     out = {}
     for rec in list_records(root=root):
         key = rec.get("evaluations_key") or []
-        if len(key) == 2 and key[0] == model and rec.get("models", {}).get(model) == sha:
+        if len(key) == 2 and key[0] == model and zoo.same_weights(model, rec.get("models", {}).get(model), zoo_root):
             out[key[1]] = rec["result"]
     return out

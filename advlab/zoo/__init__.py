@@ -4,7 +4,11 @@
 
 Weights live in advlab/zoo/weights/*.safetensors; advlab/zoo/manifest.json records for each
 entry its sha256, config, the exact `advlab train` command, metrics, training history, device,
-date and size. `load` refuses a file whose sha256 differs from the manifest's, a file outside the
+date and size. A record may say that its weights are stored in float16 ("dtype", with the
+fp32 file they were converted from under "converted_from" and the re-measured metrics under
+"conversion_check"): `load` upcasts them into the float32 model, and `same_weights` counts the
+fp32 original as the same model, so evaluations recorded before the conversion stay attached to it.
+`load` refuses a file whose sha256 differs from the manifest's, a file outside the
 zoo folder and weights that do not fit the recorded architecture (weights are never unpickled).
 Evaluations of the models are not kept here: they are records under docs/results/records/
 (advlab.evaluation.records).
@@ -150,7 +154,8 @@ def load(name: str, device: str | torch.device = "cpu", root: str | Path | None 
 
 
 def save(name: str, model: nn.Module, config: dict, metrics: dict, command: str,
-         root: str | Path | None = None, device: str = "cpu") -> dict:
+         root: str | Path | None = None, device: str = "cpu", dtype: torch.dtype | None = None,
+         extra: dict | None = None) -> dict:
     """Write the entry's weights and switch its manifest record to them; returns the record.
 
     Crash-safe, in this order: the weights go to a new file named by their sha256
@@ -158,12 +163,19 @@ def save(name: str, model: nn.Module, config: dict, metrics: dict, command: str,
     atomically to point at it, and only then is the previous weights file removed. A crash at any
     point leaves the old model or the new one loadable, never a record whose file is missing or
     does not match it.
+
+    dtype: store the floating-point tensors in this dtype (torch.float16 for a compact zoo; `load`
+    upcasts them); None keeps the model's. extra: more fields for the record (e.g. converted_from).
     """
     from safetensors.torch import save as to_bytes
     from advlab.zoo import atomic
     _entry(name)
     root = manifest_path(root).parent
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype: must be a floating-point dtype such as torch.float16, got {dtype}")
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     blob = to_bytes(state)
     digest = hashlib.sha256(blob).hexdigest()
     rel = f"weights/{name.replace('/', '__')}-{digest[:12]}.safetensors"
@@ -172,6 +184,9 @@ def save(name: str, model: nn.Module, config: dict, metrics: dict, command: str,
            "config": config, "command": command, "metrics": metrics, "device": device,
            "torch": torch.__version__, "host": platform.machine(),
            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d")}
+    if dtype is not None:
+        rec["dtype"] = str(dtype).removeprefix("torch.")
+    rec |= extra or {}
     atomic.pause_point("zoo.save:weights-written")    # kill tests: the new weights exist, the manifest is old
     with _locked(root / ".manifest.lock"):  # several trainings may finish at once
         man = read_manifest(root)
@@ -182,6 +197,40 @@ def save(name: str, model: nn.Module, config: dict, metrics: dict, command: str,
         if old and old not in still_used and not Path(old).is_absolute() and ".." not in Path(old).parts:
             (root / old).unlink(missing_ok=True)
     return rec
+
+
+def convert(name: str, dtype: torch.dtype = torch.float16, check: dict | None = None,
+            root: str | Path | None = None) -> dict:
+    """Re-store a trained entry's weights in `dtype` (float16 halves the file) and return the new record.
+
+    The record keeps everything else (config, command, metrics, device, date of training), names the
+    file it came from under "converted_from" ({file, sha256, size_bytes, dtype}) and stores `check`
+    (the metrics re-measured with the converted weights against the originals; see
+    scripts/compact_zoo.py) under "conversion_check". Converting an already converted entry keeps the
+    first original. Crash-safe like `save`.
+    """
+    old = info(name, root)
+    if old.get("dtype") == str(dtype).removeprefix("torch."):
+        return old
+    model = load(name, "cpu", root)
+    keep = {k: old[k] for k in ("config", "command", "metrics", "device") if k in old}
+    origin = old.get("converted_from") or {"file": old["file"], "sha256": old["sha256"],
+                                           "size_bytes": old.get("size_bytes"), "dtype": old.get("dtype", "float32"),
+                                           "torch": old.get("torch"), "date": old.get("date")}
+    rec = save(name, model, keep.get("config"), keep.get("metrics"), keep.get("command"), root=root,
+               device=keep.get("device", "cpu"), dtype=dtype,
+               extra={"converted_from": origin, "conversion_check": check or {}})
+    return rec
+
+
+def same_weights(name: str, sha256: str, root: str | Path | None = None) -> bool:
+    """True when `sha256` names the entry's current weights, or the file they were converted from
+    (a float16 copy of float32 weights whose re-measured metrics moved by at most the recorded check)."""
+    try:
+        rec = info(name, root)
+    except NotTrainedError:
+        return False
+    return sha256 == rec["sha256"] or sha256 == (rec.get("converted_from") or {}).get("sha256")
 
 
 class _locked:
