@@ -238,7 +238,8 @@ def exercise_from_solution(nb, where: str = ""):
 def make_exercises(check: bool = False, root: str | Path | None = None) -> int:
     """Write exercises/NN_*.ipynb from solutions/NN_*.ipynb. check=True writes nothing and returns
     1 (listing the files) if any exercise notebook differs from what would be generated, or has
-    no solution notebook."""
+    no solution notebook. Both modes return 1 when solutions/ holds no notebook at all (a wrong root
+    must not pass as "in sync")."""
     root = repo_root(root)
     sol_dir, ex_dir = root / "solutions", root / "exercises"
     drift = []
@@ -254,6 +255,10 @@ def make_exercises(check: bool = False, root: str | Path | None = None) -> int:
         if not check:
             ex_dir.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
+    if not expected:
+        print(f"no solution notebooks in {sol_dir} (solutions/NN_*.ipynb): nothing to generate exercises from; "
+              f"run this from the course's repository or pass its root", file=sys.stderr)
+        return 1
     orphans = [p for p in list_notebooks("exercises", root=root) if p.name not in expected]
     for p in orphans:
         drift.append(f"{p.relative_to(root)} (no solutions/{p.name})")

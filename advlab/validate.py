@@ -118,6 +118,23 @@ def check_model(model, name: str = "model") -> None:
         raise ValueError(f"{name}: expected an nn.Module mapping images to logits, got {type(model).__name__}")
 
 
+def device_name(device, cpu_model: bool = False) -> str:
+    """What a record says it ran on: the GPU's name ('NVIDIA H100 80GB HBM3'), or 'cpu (2 threads)';
+    cpu_model=True gives 'CPU (<model name from /proc/cpuinfo>), 2 thread(s)' (the training reports' form)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if not cpu_model:
+        return f"cpu ({torch.get_num_threads()} threads)"
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"CPU{' (' + model + ')' if model else ''}, {torch.get_num_threads()} thread(s)"
+
+
 def check_device(device, name: str = "device") -> torch.device:
     """The torch.device that `device` names ("cpu", "cuda", "cuda:1", a torch.device); ValueError naming
     the argument for anything else, or for CUDA on a machine without it."""

@@ -295,3 +295,12 @@ def test_course_runs_and_validates(tmp_path):
          "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "-p", "no:cacheprovider", "-q"],
         cwd=ROOT, capture_output=True, text=True)
     assert nbval.returncode == 0, nbval.stdout[-6000:] + nbval.stderr[-2000:]
+
+
+def test_make_exercises_without_solution_notebooks_fails(tmp_path, capsys):
+    """A root without solutions/NN_*.ipynb (a wrong folder, a broken install) must not pass as 'in sync'."""
+    (tmp_path / "solutions").mkdir()
+    assert course.make_exercises(check=True, root=tmp_path) == 1
+    assert course.make_exercises(root=tmp_path) == 1
+    assert "no solution notebooks" in capsys.readouterr().err
+    assert not (tmp_path / "exercises").exists()

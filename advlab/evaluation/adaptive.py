@@ -53,6 +53,7 @@ import torch
 import torch.nn as nn
 
 from advlab.evaluation import shard
+from advlab.validate import device_name
 from advlab.evaluation.unrolled import UnrolledSearch, full_gradient_attack  # noqa: F401 (public here too)
 
 PROFILES = {   # "full" is the protocol of issue 16; "quick" keeps a test or a lecture cell to seconds
@@ -450,7 +451,7 @@ def _finish(target, x, y, plan, merged, store, resume, name, stochastic, speed_n
     res = {"kind": "adaptive_evaluation", "target": name, "classifier": type(getattr(target, "classifier", target)).__name__,
            "stochastic": stochastic, "eps": plan["eps"], "norm": "linf", "profile": plan["profile"], "n": len(x),
            "seed": plan["seed"], "eot_iter": plan["eot_iter"], "n_draws": plan["n_draws"],
-           "mode": "individual" if plan["individual"] else "cascade", "device": _device_name(x.device),
+           "mode": "individual" if plan["individual"] else "cascade", "device": device_name(x.device),
            "settings_run": list(plan["specs"]), "headline": headline(summary, stochastic, plan["n_draws"]),
            "strongest": strongest(summary, plan)} | summary | cached
     if speed_n:
@@ -462,11 +463,6 @@ def _finish(target, x, y, plan, merged, store, resume, name, stochastic, speed_n
             res["purify_images_per_s"] = round(len(xs) / max(time.perf_counter() - t, 1e-9), 1)
             res["purify_speed_n"] = len(xs)
     return res
-
-
-def _device_name(device) -> str:
-    return (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"cpu ({torch.get_num_threads()} threads)")
 
 
 def format_result(res: dict) -> str:

@@ -14,12 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def device_name(device) -> str:
-    """'NVIDIA H100 80GB HBM3' or 'cpu (2 threads)': what a record says it ran on."""
-    import torch
-    device = torch.device(device)
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+from advlab.validate import device_name
 
 
 def _check_settings(cls, settings: dict) -> None:

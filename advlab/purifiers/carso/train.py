@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from advlab.generative.losses import kl_divergence
 from advlab.purifiers.carso.model import (SMALLCNN_LAYERS, SMALLCNN_SHAPES, CARSOModel, _check_int, _check_number,
                                           _check_shapes, classifier_features, feature_shapes)
+from advlab.validate import device_name
 
 # the four attack settings of an adversarially balanced batch: (name, attack, fraction of eps); kind k+1
 SETTINGS = (("pgd_half", "pgd", 0.5), ("pgd_full", "pgd", 1.0), ("fgsm_half", "fgsm", 0.5), ("fgsm_full", "fgsm", 1.0))
@@ -375,17 +376,6 @@ def train_zoo_entry(entry, args) -> int:
 
 
 # ----------------------------------------------------------------------------- the measurement
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"CPU{' (' + model + ')' if model else ''}, {torch.get_num_threads()} thread(s)"
-
-
 def grey_box_report(n: int = 1000, seed: int = 0, n_samples: int = 8, ablation_samples: int = 16,
                     eps: float = 0.1, alpha: float = 0.01, steps: int = 40, chunk: int = 100,
                     device: str = "cpu", command: str | None = None) -> dict:
@@ -448,7 +438,7 @@ def grey_box_report(n: int = 1000, seed: int = 0, n_samples: int = 8, ablation_s
         "test_subset": {"dataset": "fashion_mnist", "split": "test", "n": n, "seed": seed},
         "attack": repr(attack), "attack_on": names["classifier"], "attack_seconds": round(attack_seconds, 1),
         "n_samples": n_samples, "ablation": {"samples": ablation_samples, "generator_seed": seed + 1},
-        "results": rows, "purify_images_per_s": round(speed, 1), "device": _device_name(dev), "command": command,
+        "results": rows, "purify_images_per_s": round(speed, 1), "device": device_name(dev, cpu_model=True), "command": command,
     }
 
 

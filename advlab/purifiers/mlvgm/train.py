@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from advlab.purifiers.mlvgm.model import LOG2, HVAEModel, _check_int
+from advlab.validate import device_name
 
 
 @dataclass
@@ -217,17 +218,6 @@ def train_zoo_entry(entry, args) -> int:
 
 
 # --------------------------------------------------------------------------------- reports
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return f"CPU{' (' + model + ')' if model else ''}, {torch.get_num_threads()} thread(s)"
-
-
 @torch.no_grad()
 def _accuracy(defense, x: torch.Tensor, y: torch.Tensor, k: int = 1, seed: int = 0, chunk: int = 250) -> float:
     """k = 1: the defense as shipped (one draw per call, its own stream reseeded to `seed`);
@@ -339,7 +329,7 @@ def purification_report(n: int = 1000, seed: int = 0, val_n: int = 1000, k: int 
                                  "rule": "highest mean of clean and grey-box accuracy on validation, over the schedules"},
         "eot": eot_rows, "levels_val": levels,
         "learned_schedule": None if learned is None else {k2: learned.get(k2) for k2 in ("alphas", "objective", "sizes", "method")},
-        "purify_images_per_s": round(speed, 1), "device": _device_name(dev),
+        "purify_images_per_s": round(speed, 1), "device": device_name(dev, cpu_model=True),
         "seconds": round(time.time() - t_start, 1), "command": command,
     }
 
@@ -433,7 +423,7 @@ def hvae_report(n: int = 1000, seed: int = 0, n_samples: int = 1000, classifier:
             "test_subset": {"n": n, "seed": seed}, "metrics": metrics,
             "classifier": classifier, "classifier_on_test": acc(x), "classifier_on_reconstructions": acc(rec_x),
             "samples": samples, "history_excerpt": hist[every - 1::every] + (hist[-1:] if len(hist) % every else []),
-            "report_device": _device_name(dev), "report_seconds": round(time.time() - t0, 1), "report_command": command}
+            "report_device": device_name(dev, cpu_model=True), "report_seconds": round(time.time() - t0, 1), "report_command": command}
 
 
 def format_hvae_report(rep: dict) -> str:
