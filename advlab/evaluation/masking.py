@@ -47,8 +47,8 @@ def squeezed_classifier(classifier: nn.Module, bits: int = 3) -> nn.Sequential:
 def input_gradient_stats(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Per-image input gradients of the cross-entropy at x (N images): how many are exactly zero,
     non-finite or exploding (L2 norm > 1e4; a non-finite one counts too), and the median and largest
-    finite L2 norms. Zero gradients on most images,
-    with accuracy that does not fall under attack, is the signature of gradient masking."""
+    finite L2 norms. Zero gradients on most images, with accuracy that does not fall under attack, is
+    the signature of gradient masking."""
     from advlab.attacks.base import input_grad
     with torch.enable_grad():
         g, _, _ = input_grad(model, x, y)

@@ -203,8 +203,8 @@ def convert(name: str, dtype: torch.dtype = torch.float16, check: dict | None = 
             root: str | Path | None = None) -> dict:
     """Re-store a trained entry's weights in `dtype` (float16 halves the file) and return the new record.
 
-    The record keeps everything else (config, command, metrics, device, date of training), names the
-    file it came from under "converted_from" ({file, sha256, size_bytes, dtype}) and stores `check`
+    The record keeps the original's config, command, metrics and device, names the file it came from
+    under "converted_from" ({file, sha256, size_bytes, dtype, torch, date}) and stores `check`
     (the metrics re-measured with the converted weights against the originals; see
     scripts/compact_zoo.py) under "conversion_check". Converting an already converted entry keeps the
     first original. Crash-safe like `save`.
@@ -213,19 +213,20 @@ def convert(name: str, dtype: torch.dtype = torch.float16, check: dict | None = 
     if old.get("dtype") == str(dtype).removeprefix("torch."):
         return old
     model = load(name, "cpu", root)
-    keep = {k: old[k] for k in ("config", "command", "metrics", "device") if k in old}
     origin = old.get("converted_from") or {"file": old["file"], "sha256": old["sha256"],
                                            "size_bytes": old.get("size_bytes"), "dtype": old.get("dtype", "float32"),
                                            "torch": old.get("torch"), "date": old.get("date")}
-    rec = save(name, model, keep.get("config"), keep.get("metrics"), keep.get("command"), root=root,
-               device=keep.get("device", "cpu"), dtype=dtype,
-               extra={"converted_from": origin, "conversion_check": check or {}})
-    return rec
+    return save(name, model, old.get("config"), old.get("metrics"), old.get("command"), root=root,
+                device=old.get("device", "cpu"), dtype=dtype,
+                extra={"converted_from": origin, "conversion_check": check or {}})
 
 
 def same_weights(name: str, sha256: str, root: str | Path | None = None) -> bool:
     """True when `sha256` names the entry's current weights, or the file they were converted from
-    (a float16 copy of float32 weights whose re-measured metrics moved by at most the recorded check)."""
+    (a float16 copy of float32 weights whose re-measured metrics moved by at most the recorded check).
+    A missing sha256 (None, "") names no weights."""
+    if not sha256:
+        return False
     try:
         rec = info(name, root)
     except NotTrainedError:
