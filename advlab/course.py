@@ -474,7 +474,7 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
     root = repo_root(root)
     for var in ("ADVLAB_ZOO", "ADVLAB_DATA"):  # kernels run in OUT/<kind>/: make relative paths absolute
         if os.environ.get(var):
-            os.environ[var] = str(Path(os.environ[var]).resolve())
+            os.environ[var] = os.pathsep.join(str(Path(d).resolve()) for d in os.environ[var].split(os.pathsep) if d)
     jobs = [(k, p) for k in kinds for p in list_notebooks(k, only, root)]
     if not jobs:
         print(f"advlab course: no notebooks matched (kind={kind!r}, only={only!r}) under {root}")

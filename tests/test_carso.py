@@ -313,6 +313,7 @@ def test_zoo_entry_builds_trains_through_the_cli_and_loads(tmp_path, monkeypatch
 
 def test_from_zoo_untrained_names_the_training_command(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVLAB_ZOO", str(tmp_path))
+    monkeypatch.setenv("ADVLAB_ZOO_BUNDLED", "0")
     with pytest.raises(zoo.NotTrainedError, match="advlab train fmnist/carso --profile full"):
         CARSO.from_zoo("fashion_mnist")
 

@@ -65,6 +65,7 @@ def test_an_unknown_config_field_is_named(capsys, tmp_path, monkeypatch):
 @pytest.fixture
 def tmp_zoo(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVLAB_ZOO", str(tmp_path / "zoo"))
+    monkeypatch.setenv("ADVLAB_ZOO_BUNDLED", "0")    # fmnist/mlp untrained: only this zoo
     monkeypatch.chdir(tmp_path)
     torch.manual_seed(0)
     zoo.save("fmnist/cnn", models.build("cnn", "fashion_mnist"), {"dataset": "fashion_mnist"}, {}, "test")

@@ -175,12 +175,14 @@ def test_bad_inputs_raise_value_error(G, clf):
 
 def test_from_zoo_missing_generator_names_its_command(monkeypatch, tmp_path, clf):
     monkeypatch.setenv("ADVLAB_ZOO", str(tmp_path))
+    monkeypatch.setenv("ADVLAB_ZOO_BUNDLED", "0")
     with pytest.raises(zoo.NotTrainedError, match="advlab train fmnist/wgan-gp"):
         DefenseGAN.from_zoo("fashion_mnist", classifier=clf)
 
 
 def test_from_zoo_builds_from_zoo_parts(monkeypatch, tmp_path):
     monkeypatch.setenv("ADVLAB_ZOO", str(tmp_path))
+    monkeypatch.setenv("ADVLAB_ZOO_BUNDLED", "0")
     zoo.save("fmnist/wgan-gp", zoo.build("fmnist/wgan-gp"), {}, {}, "test")
     zoo.save("fmnist/cnn", zoo.build("fmnist/cnn"), {}, {}, "test")
     d = DefenseGAN.from_zoo("fashion_mnist", steps=1, restarts=1, seed=2)

@@ -306,6 +306,7 @@ def test_code_flips(model, clf, xy):
 
 def test_from_zoo_untrained_names_the_training_command(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVLAB_ZOO", str(tmp_path))
+    monkeypatch.setenv("ADVLAB_ZOO_BUNDLED", "0")
     assert LQVAE.ZOO["fashion_mnist"] == {"classifier": "fmnist/cnn", "lqvae": "fmnist/lqvae"}
     with pytest.raises(zoo.NotTrainedError, match="advlab train fmnist/lqvae --profile full"):
         LQVAE.from_zoo("fashion_mnist")

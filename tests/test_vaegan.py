@@ -173,6 +173,7 @@ def test_zoo_entry_builds_saves_and_loads(tmp_path, model):
 
 def test_from_zoo_untrained_names_the_training_command(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVLAB_ZOO", str(tmp_path))
+    monkeypatch.setenv("ADVLAB_ZOO_BUNDLED", "0")
     assert VAEGANPurifier.ZOO["fashion_mnist"]["classifier"] == "fmnist/vgg"
     with pytest.raises(zoo.NotTrainedError, match="advlab train fmnist/vaegan --profile full"):
         VAEGANPurifier.from_zoo("fashion_mnist")

@@ -115,11 +115,27 @@ def _from_adaptive(res: dict, name: str, device, src: str) -> tuple[list, list, 
     return cells, curves if s.get("eps_curve") else [], speed
 
 
-def read_records(root=None) -> tuple[list, list, list]:
-    """(cells, eps curves, throughputs) of every record under the records folder."""
+def _of_current_weights(rec: dict) -> bool:
+    """False when the record names a zoo model whose weights it measured are no longer the zoo's
+    (zoo.same_weights: the current file or the float32 file it was converted from)."""
+    from advlab import zoo
+    for name, sha in (rec.get("models") or {}).items():
+        try:
+            if not zoo.same_weights(name, sha):
+                return False
+        except ValueError:      # not a zoo name (a user's model): nothing to compare
+            continue
+    return True
+
+
+def read_records(root=None, current_only: bool = False) -> tuple[list, list, list]:
+    """(cells, eps curves, throughputs) of every record under the records folder; current_only keeps
+    the records of the zoo's current weights only."""
     from advlab.evaluation import records
     cells, curves, speeds = [], [], []
     for rec in records.list_records(root=root):
+        if current_only and not _of_current_weights(rec):
+            continue
         src = f"records/{rec['name'].replace('/', '__')}/{rec['protocol']}.json"
         r = rec["result"]
         if r.get("kind") == "adaptive_evaluation":
@@ -158,13 +174,25 @@ def read_reports(folder) -> tuple[list, list, list]:
 # ----------------------------------------------------------------------------- the board
 
 
-def build(records_root=None, reports="auto") -> dict:
+def _threat_model_of(source) -> str | None:
+    """'Linf' or 'L2' from a record's file name (pgd40_linf0.1.json), None when it names neither."""
+    m = re.search(r"_(linf|l2)[\d.]", str(source or "").lower())
+    return {"linf": "Linf", "l2": "L2"}[m.group(1)] if m else None
+
+
+def build(records_root=None, reports="auto", threat_model: str | None = None, current_only: bool = False) -> dict:
     """The leaderboard as a dict: entries (sorted by worst case, else lowest robust accuracy), columns,
     table[entry][column] (the kept cell), cells (every measurement), eps curves, throughputs.
     reports: a folder of defense-report jsons, None for none, "auto" for docs/results while the records
-    hold no defense record."""
+    hold no defense record. threat_model: "Linf" or "L2" keeps the robust cells of records under that
+    norm (clean cells are kept from every record); None keeps all. current_only: only the records of
+    the zoo's current weights (zoo.list uses it)."""
     from advlab.evaluation import records
-    cells, curves, speeds = read_records(records_root)
+    if threat_model not in (None, "Linf", "L2"):
+        raise ValueError(f"threat_model: None, 'Linf' or 'L2', got {threat_model!r}")
+    cells, curves, speeds = read_records(records_root, current_only)
+    if threat_model is not None:
+        cells = [c for c in cells if c["column"] == "clean" or _threat_model_of(c["source"]) == threat_model]
     if reports == "auto":
         has_defense = any(c["column"] == "grey box" or c["column"] == "worst case" for c in cells)
         reports = None if has_defense else records.REPO / "docs" / "results"

@@ -38,14 +38,16 @@ class RecordError(ValueError):
 
 
 def records_dir(root: str | Path | None = None) -> Path:
-    """The records folder: root if given, else $ADVLAB_RECORDS, else $ADVLAB_ZOO/records (a zoo other
-    than the bundled one keeps its records beside it), else the checkout's docs/results/records."""
+    """The records folder: root if given, else $ADVLAB_RECORDS, else the first $ADVLAB_ZOO folder's
+    records/ (a zoo other than the bundled one keeps its records beside it), else the checkout's
+    docs/results/records."""
     if root is not None:
         return Path(root)
     if os.environ.get("ADVLAB_RECORDS"):
         return Path(os.environ["ADVLAB_RECORDS"])
-    if os.environ.get("ADVLAB_ZOO"):
-        return Path(os.environ["ADVLAB_ZOO"]) / "records"
+    first_zoo = next((d for d in os.environ.get("ADVLAB_ZOO", "").split(os.pathsep) if d.strip()), None)
+    if first_zoo:
+        return Path(first_zoo) / "records"
     if (REPO / "docs" / "results").is_dir() and (REPO / "advlab").is_dir():
         return REPO / "docs" / "results" / "records"
     raise RecordError(f"records: advlab runs from {REPO}, not from a repository checkout, so there is no "

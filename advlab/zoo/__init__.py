@@ -13,8 +13,16 @@ zoo folder and weights that do not fit the recorded architecture (weights are ne
 Evaluations of the models are not kept here: they are records under docs/results/records/
 (advlab.evaluation.records).
 
-ADVLAB_ZOO=DIR replaces the bundled zoo by DIR (for tests and private models): the bundled models
-are then not found, and the evaluation records follow to DIR/records.
+User zoos stack on top of the bundled one: ADVLAB_ZOO=DIR (or DIR1:DIR2, os.pathsep-separated) is
+searched first, model by model, then the bundled zoo; new weights (`advlab train`, `register`) are
+written to the first folder, and the evaluation records follow to DIR/records. `root=DIR` in any
+function means that folder alone.
+
+The front end in the shape RobustBench users know (advlab.zoo.front):
+
+    zoo.list(dataset="fashion_mnist", threat_model="Linf")   # rows with clean and robust accuracy
+    clf = zoo.load_model("fmnist/pgd-at", dataset="fashion_mnist", threat_model="Linf")
+    zoo.register("me/my-cnn", model, root="my-zoo")          # one's own checkpoint, loadable by name
 """
 from __future__ import annotations
 
@@ -44,21 +52,69 @@ class ZooRecordError(ValueError):
     outside the zoo folder, or weights that do not fit the architecture the record's config builds."""
 
 
-from advlab.zoo.entries import REGISTRY, ZooEntry, register  # noqa: E402,F401 (the registry)
+from advlab.zoo.entries import REGISTRY, ZooEntry  # noqa: E402,F401 (the registry)
+
+
+def zoo_dirs(root: str | Path | None = None) -> list[Path]:
+    """The folders searched for a model, first match wins: `root` alone when given; else the folders
+    of $ADVLAB_ZOO (os.pathsep-separated), then the bundled zoo, unless ADVLAB_ZOO_BUNDLED=0 (tests
+    that need a zoo without the bundled models)."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    env = os.environ.get("ADVLAB_ZOO", "")
+    dirs = [Path(d).expanduser() for d in env.split(os.pathsep) if d.strip()]
+    bundled = os.environ.get("ADVLAB_ZOO_BUNDLED", "1") != "0"
+    if not dirs and not bundled:
+        raise ValueError("ADVLAB_ZOO_BUNDLED=0 leaves no zoo: set ADVLAB_ZOO=DIR as well")
+    return dirs + [ZOO_DIR] * bundled
+
+
+def _user_entries(root: str | Path | None = None) -> dict[str, ZooEntry]:
+    """Entries registered with `register` in `root`, else in the stacked user zoos (their records
+    carry the entry)."""
+    out: dict[str, ZooEntry] = {}
+    dirs = zoo_dirs(root) if root is not None else [d for d in zoo_dirs() if d != ZOO_DIR]
+    for d in reversed(dirs):   # the first folder wins
+        try:
+            man = read_manifest(d)
+        except ZooRecordError:
+            continue
+        for name, rec in man.items():
+            if isinstance(rec, dict) and isinstance(rec.get("entry"), dict) and name not in REGISTRY:
+                e = rec["entry"]
+                out[name] = ZooEntry(name, e.get("arch", ""), e.get("dataset", "fashion_mnist"),
+                                     e.get("description", ""), arch_kwargs=dict(e.get("arch_kwargs") or {}),
+                                     builder=e.get("builder"), command_text=rec.get("command"))
+    return out
 
 
 def names() -> list[str]:
-    return sorted(REGISTRY)
+    """The names of the registry's entries and of the entries registered in the stacked user zoos."""
+    return sorted(set(REGISTRY) | set(_user_entries()))
 
 
-def _entry(name: str) -> ZooEntry:
-    if name not in REGISTRY:
+def _entry(name: str, root: str | Path | None = None) -> ZooEntry:
+    if name in REGISTRY:
+        return REGISTRY[name]
+    user = _user_entries(root)
+    if name not in user:
         raise ValueError(f"name: unknown zoo model {name!r}; available: {names()}")
-    return REGISTRY[name]
+    return user[name]
 
 
 def manifest_path(root: str | Path | None = None) -> Path:
-    return Path(root or os.environ.get("ADVLAB_ZOO") or ZOO_DIR) / "manifest.json"
+    """The manifest that new weights are written to: root's, else the first $ADVLAB_ZOO folder's,
+    else the bundled zoo's."""
+    return zoo_dirs(root)[0] / "manifest.json"
+
+
+def _locate(name: str, root: str | Path | None = None) -> tuple[dict | None, Path]:
+    """(record, folder) of the first stacked zoo that holds `name`; (None, write folder) if none does."""
+    for d in zoo_dirs(root):
+        man = read_manifest(d)
+        if name in man:
+            return man[name], d
+    return None, zoo_dirs(root)[0]
 
 
 def read_manifest(root: str | Path | None = None) -> dict:
@@ -87,15 +143,21 @@ def sha256_file(path: str | Path) -> str:
 def info(name: str, root: str | Path | None = None) -> dict:
     """The manifest record of a trained entry (raises NotTrainedError when there is none, and
     ZooRecordError, naming the model, when the manifest or the record cannot be used)."""
-    entry = _entry(name)
+    return _info(name, root)[0]
+
+
+def _info(name: str, root: str | Path | None = None) -> tuple[dict, Path]:
+    """info() and the zoo folder the record was found in."""
+    entry = _entry(name, root)
     try:
-        rec = read_manifest(root).get(name)
+        rec, folder = _locate(name, root)
     except ZooRecordError as e:
         raise ZooRecordError(f"zoo model {name!r}: {e}") from None
     if rec is None:
-        raise NotTrainedError(f"zoo model {name!r} has no trained weights in {manifest_path(root).parent}.\n"
+        where = " or ".join(str(d) for d in zoo_dirs(root))
+        raise NotTrainedError(f"zoo model {name!r} has no trained weights in {where}.\n"
                               f"  train it with:  {entry.command}")
-    where = f"zoo model {name!r}: its record in {manifest_path(root)}"
+    where = f"zoo model {name!r}: its record in {folder / 'manifest.json'}"
     if not isinstance(rec, dict):
         raise ZooRecordError(f"{where} is a {type(rec).__name__}, not a dict; re-train with: {entry.command}")
     for key in ("file", "sha256"):
@@ -106,16 +168,17 @@ def info(name: str, root: str | Path | None = None) -> dict:
     if rel.is_absolute() or ".." in rel.parts or rel.drive:
         raise ZooRecordError(f"{where} names the file {rec['file']!r}, outside the zoo folder; refusing to load it "
                              "(a record names weights inside its zoo, e.g. weights/NAME.safetensors)")
-    return rec
+    return rec, folder
 
 
-def build(name: str, config: dict | None = None) -> nn.Module:
+def build(name: str, config: dict | None = None, root: str | Path | None = None) -> nn.Module:
     """A fresh, untrained model of the entry's architecture.
 
     config: a manifest record's training config; its sizes win over the registry's, so weights
     trained with other sizes (`advlab train NAME --set latent_dim=128`) load into the right shapes.
+    root: the user zoo a registered entry lives in (default: the stacked zoos).
     """
-    entry = _entry(name)
+    entry = _entry(name, root)
     kwargs = dict(entry.arch_kwargs)
     if config:
         if entry.builder:   # generative configs hold the sizes as fields
@@ -133,23 +196,23 @@ def build(name: str, config: dict | None = None) -> nn.Module:
 def load(name: str, device: str | torch.device = "cpu", root: str | Path | None = None) -> nn.Module:
     """The pretrained model `name`, in eval mode, on `device`; refuses a checksum mismatch."""
     from safetensors.torch import load_file
-    rec = info(name, root)
-    path = manifest_path(root).parent / rec["file"]
+    rec, folder = _info(name, root)
+    path = folder / rec["file"]
     if not path.exists():
         raise NotTrainedError(f"zoo model {name!r}: the manifest lists {path} but the file is missing.\n"
-                              f"  train it with:  {_entry(name).command}")
+                              f"  train it with:  {_entry(name, root).command}")
     digest = sha256_file(path)
     if digest != rec["sha256"]:
         raise ChecksumError(f"zoo model {name!r}: {path} has sha256 {digest[:16]}..., the manifest says "
-                            f"{rec['sha256'][:16]}...; refusing to load. Re-train with: {_entry(name).command}")
-    model = build(name, rec.get("config"))
+                            f"{rec['sha256'][:16]}...; refusing to load. Re-train with: {_entry(name, root).command}")
+    model = build(name, rec.get("config"), root)
     try:
         model.load_state_dict(load_file(str(path)), strict=True)
     except RuntimeError as e:        # missing / unexpected keys, size mismatches
         detail = " ".join(str(e).split())
         raise ZooRecordError(f"zoo model {name!r}: {path.name} holds weights of another architecture than the "
                              f"{type(model).__name__} its record's config builds ({detail[:400]}); "
-                             f"re-train with: {_entry(name).command}") from None
+                             f"re-train with: {_entry(name, root).command}") from None
     return model.to(device).eval()
 
 
@@ -169,7 +232,7 @@ def save(name: str, model: nn.Module, config: dict, metrics: dict, command: str,
     """
     from safetensors.torch import save as to_bytes
     from advlab.zoo import atomic
-    _entry(name)
+    _entry(name, root)
     root = manifest_path(root).parent
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if dtype is not None:
@@ -249,3 +312,8 @@ class _locked:
 
     def __exit__(self, *exc):
         self.f.close()
+
+
+from advlab.zoo.front import list_models, load_model, register  # noqa: E402 (the front end)
+
+list = list_models   # zoo.list(...), as in RobustBench; defined last: nothing above calls the builtin

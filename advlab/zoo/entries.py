@@ -20,10 +20,11 @@ class ZooEntry:
     arch_kwargs: dict = field(default_factory=dict)
     builder: str | None = None    # "module:function" building the model, for non-classifier entries
     trainer: str | None = None    # module whose train_zoo_entry(entry, args) trains it (default: advlab.training.loop)
+    command_text: str | None = None   # how a model registered with zoo.register was made (no `advlab train`)
 
     @property
     def command(self) -> str:
-        return f"advlab train {self.name} --profile full"
+        return self.command_text or f"advlab train {self.name} --profile full"
 
 
 REGISTRY: dict[str, ZooEntry] = {}
