@@ -8,7 +8,7 @@ import importlib
 
 __version__ = "0.1.0"
 _SUBMODULES = ("validate", "metrics", "data", "models", "train", "training", "zoo", "attacks", "generative",
-               "purifiers", "defenses", "evaluate", "evaluation", "viz", "widgets", "checks", "course", "bench",
+               "purifiers", "defenses", "evaluate", "evaluation", "viz", "widgets", "checks", "course", "resources", "bench",
                "cli")
 __all__ = list(_SUBMODULES)
 

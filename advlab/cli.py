@@ -3,6 +3,7 @@
     advlab train fmnist/cnn --profile full         # writes into the package zoo
     advlab train fmnist/cnn --profile quick        # a 1-epoch smoke run into build/zoo
     advlab data prepare                            # find/decompress Fashion-MNIST
+    advlab course init my-course                   # copy the course out of the installed package
     advlab course run --profile quick [--only 00]  # papermill into build/
     advlab course make-exercises                   # solutions/ -> exercises/
     advlab bench attacks                           # PGD cost vs fwd+bwd and torchattacks
@@ -53,8 +54,17 @@ def _data(args) -> int:
 def _course(args) -> int:
     from advlab import course
     if args.action == "run":
-        return course.run(profile=args.profile, only=args.only, out=args.out, device=args.device, kind=args.kind)
-    return course.make_exercises(check=args.check)
+        return course.run(profile=args.profile, only=args.only, out=args.out, device=args.device, kind=args.kind,
+                          root=args.root)
+    if args.action == "init":
+        from advlab import resources
+        if not args.dir:
+            raise ValueError("DIR: `advlab course init DIR` needs the folder to copy the course into")
+        dest = resources.init_course(args.dir, force=args.force)
+        print(f"the course is in {dest}: notebooks/, exercises/, solutions/, docs/results/\n"
+              f"  open it with:  jupyter lab {dest}")
+        return 0
+    return course.make_exercises(check=args.check, root=args.root)
 
 
 EVAL_ATTACKS = ("pgd", "autoattack")
@@ -179,8 +189,11 @@ def main(argv=None) -> int:
     d = sub.add_parser("data", help="prepare datasets")
     d.add_argument("action", choices=("prepare",))
     d.set_defaults(func=_data)
-    c = sub.add_parser("course", help="run the course notebooks or generate exercises")
-    c.add_argument("action", choices=("run", "make-exercises"))
+    c = sub.add_parser("course", help="copy the course out (init DIR), run its notebooks, or generate exercises")
+    c.add_argument("action", choices=("init", "run", "make-exercises"))
+    c.add_argument("dir", nargs="?", default=None, help="init: the folder to copy the course into")
+    c.add_argument("--root", default=None, help="run / make-exercises: the course folder (default: found from here)")
+    c.add_argument("--force", action="store_true", help="init: copy into a non-empty folder, overwriting notebooks")
     c.add_argument("--profile", choices=("quick", "full"), default="quick")
     c.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
     c.add_argument("--out", default="build")

@@ -44,12 +44,15 @@ _NB_RE = re.compile(r"^(\d\d)_.*\.ipynb$")
 
 
 def _is_course_root(folder: Path) -> bool:
-    return (folder / "notebooks").is_dir() and ((folder / "advlab").is_dir() or (folder / "pyproject.toml").is_file())
+    from advlab.resources import MARKER
+    return (folder / "notebooks").is_dir() and ((folder / "advlab").is_dir() or (folder / "pyproject.toml").is_file()
+                                                or (folder / MARKER).is_file())
 
 
 def find_root(start: str | Path | None = None) -> Path | None:
-    """The course's repository root at or above `start` (default: the current directory): the first
-    folder, walking up, that holds notebooks/ and advlab/ (or pyproject.toml); None if there is none."""
+    """The course's root at or above `start` (default: the current directory): the first folder, walking
+    up, that holds notebooks/ and advlab/ (or pyproject.toml, or the marker of a folder made by
+    `advlab course init`); None if there is none."""
     here = Path(start if start is not None else Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if _is_course_root(folder):
@@ -59,8 +62,8 @@ def find_root(start: str | Path | None = None) -> Path | None:
 
 def repo_root(root: str | Path | None = None) -> Path:
     """The folder holding notebooks/: `root`, else the current directory if it has notebooks/, else
-    the repository root above the current directory (find_root), else the checkout this package lives
-    in, else the current directory."""
+    the course root above the current directory (find_root), else the checkout this package lives
+    in, else the course copy shipped in the wheel (advlab.resources), else the current directory."""
     if root is not None:
         return Path(root)
     cwd = Path.cwd()
@@ -69,10 +72,8 @@ def repo_root(root: str | Path | None = None) -> Path:
     found = find_root(cwd)
     if found is not None:
         return found
-    here = Path(__file__).resolve().parent.parent
-    if (here / "notebooks").is_dir():
-        return here
-    return cwd
+    from advlab import resources
+    return resources.course_root() or cwd
 
 
 def results_dir(out_dir: str | Path, root: str | Path | None = None, create: bool = True) -> Path:
@@ -82,15 +83,15 @@ def results_dir(out_dir: str | Path, root: str | Path | None = None, create: boo
     is taken relative to the repository root, not to the kernel's working directory, so that
     `jupyter lab notebooks/`, papermill from the repository root and a kernel started anywhere inside
     the checkout all write build/results/NN at the top of the checkout. The root is `root`, else
-    find_root() from the current directory, else the checkout this package lives in (if it holds
-    notebooks/), else the current directory. The folder is created unless create=False."""
+    find_root() from the current directory (a checkout or a folder made by `advlab course init`),
+    else the checkout this package lives in, else the current directory. The folder is created unless create=False."""
     path = Path(out_dir).expanduser()
     if not path.is_absolute():
         if root is None:
             root = find_root()
         if root is None:
-            here = Path(__file__).resolve().parent.parent
-            root = here if (here / "notebooks").is_dir() else Path.cwd()
+            from advlab import resources
+            root = resources.checkout() or Path.cwd()     # never inside an installed package
         path = Path(root) / path
     path = path.resolve()
     if create:
@@ -477,7 +478,11 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
             os.environ[var] = os.pathsep.join(str(Path(d).resolve()) for d in os.environ[var].split(os.pathsep) if d)
     jobs = [(k, p) for k in kinds for p in list_notebooks(k, only, root)]
     if not jobs:
-        print(f"advlab course: no notebooks matched (kind={kind!r}, only={only!r}) under {root}")
+        have = {k: len(list_notebooks(k, None, root)) for k in kinds}
+        why = (f"{root} has no {', '.join(k + '/' for k in kinds)} notebooks: run from a checkout or a folder made "
+               "by `advlab course init DIR`, or pass --root" if not any(have.values())
+               else f"only={only!r} matches none of them (numbers such as 00,01)")
+        print(f"advlab course: no notebooks matched (kind={kind!r}, only={only!r}) under {root}: {why}", file=sys.stderr)
         return 1
     failures, rows = [], []
     t_all = time.perf_counter()

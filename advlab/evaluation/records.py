@@ -40,7 +40,7 @@ class RecordError(ValueError):
 def records_dir(root: str | Path | None = None) -> Path:
     """The records folder: root if given, else $ADVLAB_RECORDS, else the first $ADVLAB_ZOO folder's
     records/ (a zoo other than the bundled one keeps its records beside it), else the checkout's
-    docs/results/records."""
+    docs/results/records, else the copy shipped in the wheel (advlab.resources)."""
     if root is not None:
         return Path(root)
     if os.environ.get("ADVLAB_RECORDS"):
@@ -50,7 +50,11 @@ def records_dir(root: str | Path | None = None) -> Path:
         return Path(first_zoo) / "records"
     if (REPO / "docs" / "results").is_dir() and (REPO / "advlab").is_dir():
         return REPO / "docs" / "results" / "records"
-    raise RecordError(f"records: advlab runs from {REPO}, not from a repository checkout, so there is no "
+    from advlab import resources
+    shipped = resources.packaged()
+    if shipped is not None and (shipped / "docs" / "results" / "records").is_dir():
+        return shipped / "docs" / "results" / "records"      # the wheel's copy (read it; write with ADVLAB_RECORDS)
+    raise RecordError(f"records: advlab runs from {REPO}, not from a repository checkout, and ships no "
                       "docs/results/records; set ADVLAB_RECORDS=DIR (or pass root=DIR)")
 
 

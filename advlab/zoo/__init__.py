@@ -314,6 +314,14 @@ class _locked:
         self.f.close()
 
 
-from advlab.zoo.front import list_models, load_model, register  # noqa: E402 (the front end)
+_FRONT = {"list": "list_models", "list_models": "list_models", "load_model": "load_model", "register": "register"}
 
-list = list_models   # zoo.list(...), as in RobustBench; defined last: nothing above calls the builtin
+
+def __getattr__(name: str):
+    """zoo.list, zoo.list_models, zoo.load_model, zoo.register: the front end (advlab.zoo.front) reads
+    evaluation records and builds defenses, so it sits above advlab.evaluation and advlab.purifiers,
+    which load models from here; it is imported on first use (PEP 562) so that the layers stay a DAG."""
+    if name in _FRONT:
+        import importlib
+        return getattr(importlib.import_module("advlab.zoo.front"), _FRONT[name])
+    raise AttributeError(f"module 'advlab.zoo' has no attribute {name!r}")

@@ -33,8 +33,15 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[3]
-LEARNED_FILE = REPO / "docs" / "results" / "mlvgm_schedule_search.json"
+def _learned_file() -> Path:
+    from advlab import resources
+    try:
+        return resources.results_dir() / "mlvgm_schedule_search.json"
+    except FileNotFoundError:
+        return Path("docs") / "results" / "mlvgm_schedule_search.json"
+
+
+LEARNED_FILE = _learned_file()   # the checkout's docs/results, or the wheel's copy
 NAMES = ("linear", "cosine", "learned")
 
 
