@@ -43,6 +43,38 @@ KERNEL_NAME = "python3"
 _NB_RE = re.compile(r"^(\d\d)_.*\.ipynb$")
 
 
+COURSE_DATASET = "fashion_mnist"   # the only dataset with zoo models and evaluation records
+COURSE_EPS = 0.1                   # the course's L∞ budget: the zoo's robust models and the records use it
+
+
+def dataset_for(injected: str | None = None) -> str:
+    """The dataset a lecture runs on: Fashion-MNIST, the only one with zoo models and records.
+
+    DATASET is not a notebook parameter; a lecture calls `dataset_for(globals().get("DATASET"))`, so a
+    run that passes one anyway (`papermill -p DATASET mnist`) stops with a ValueError naming it instead
+    of silently running on Fashion-MNIST."""
+    if injected not in (None, COURSE_DATASET):
+        raise ValueError(f"DATASET: the course's zoo models and evaluation records are Fashion-MNIST only "
+                         f"({COURSE_DATASET!r}), got {injected!r}; DATASET is not a parameter of the lectures "
+                         "(advlab.data and advlab.training work on other datasets in your own code)")
+    return COURSE_DATASET
+
+
+def eps_parameter(eps) -> float:
+    """A lecture's EPS parameter, checked (a number in (0, 1]), as a float. When it is not the course's
+    0.1 it says so: the zoo's robust models were trained, and the recorded runs the text quotes were
+    measured, at 0.1, so this run's numbers compare with each other, not with those."""
+    from advlab.validate import check_eps
+    eps = float(check_eps(eps, "EPS"))
+    if not 0 < eps <= 1:
+        raise ValueError(f"EPS: an L∞ budget in (0, 1] (images live in [0, 1]), got {eps!r}")
+    if eps != COURSE_EPS:
+        print(f"EPS = {eps}: this run attacks at L∞ ε = {eps}. The zoo's robust models were trained, and the "
+              f"recorded runs the text quotes were measured, at ε = {COURSE_EPS}: compare this run's numbers "
+              "with each other, not with those.")
+    return eps
+
+
 def _is_course_root(folder: Path) -> bool:
     from advlab.resources import MARKER
     return (folder / "notebooks").is_dir() and ((folder / "advlab").is_dir() or (folder / "pyproject.toml").is_file()

@@ -14,7 +14,8 @@ from advlab import course
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = [p for kind in course.KINDS for p in course.list_notebooks(kind, root=ROOT)]
-REQUIRED_PARAMETERS = ("PROFILE", "DATASET", "DEVICE", "SEED", "OUT_DIR")
+REQUIRED_PARAMETERS = ("PROFILE", "DEVICE", "SEED", "OUT_DIR")
+LECTURE_PARAMETERS = REQUIRED_PARAMETERS + ("EPS",)
 
 
 def _rel(p):
@@ -41,8 +42,19 @@ def test_parameters_cell_and_kernel(path):
     assert len(tagged) == 1, f"{_rel(path)}: needs exactly one code cell tagged 'parameters', found {len(tagged)}"
     assert tagged[0].cell_type == "code"
     params = course.notebook_parameters(nb)
-    missing = [p for p in REQUIRED_PARAMETERS if p not in params]
+    required = LECTURE_PARAMETERS if path.parent.name == "notebooks" else REQUIRED_PARAMETERS
+    missing = [p for p in required if p not in params]
     assert not missing, f"{_rel(path)}: the parameters cell does not define {missing}"
+    assert "DATASET" not in params, f"{_rel(path)}: DATASET is not a parameter (course.dataset_for)"
+    if "EPS" in params:
+        assert params["EPS"] == course.COURSE_EPS
+    for line in tagged[0].source.strip().splitlines():     # every parameter says what it does
+        assert "#" in line and line.split("#", 1)[1].strip(), f"{_rel(path)}: parameter line without help: {line!r}"
+    source = "".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert 'course.dataset_for(globals().get("DATASET"))' in source, f"{_rel(path)}: no DATASET guard"
+    if "EPS" in params:   # the parameter is used: checked once, and no attack hard-codes the course's budget
+        assert "course.eps_parameter(EPS)" in source, _rel(path)
+        assert not re.search(r"\beps=0\.1\b", source), f"{_rel(path)}: eps=0.1 typed instead of EPS"
     assert params["PROFILE"] == "quick", f"{_rel(path)}: the committed default profile must be 'quick'"
     ks = nb.metadata.get("kernelspec", {})
     assert ks.get("name") == "python3" and ks.get("language") == "python", f"{_rel(path)}: kernelspec {ks}"
@@ -295,6 +307,37 @@ def test_course_runs_and_validates(tmp_path):
          "--nbval-sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"), "-p", "no:cacheprovider", "-q"],
         cwd=ROOT, capture_output=True, text=True)
     assert nbval.returncode == 0, nbval.stdout[-6000:] + nbval.stderr[-2000:]
+
+
+def test_dataset_is_not_a_parameter_and_says_so():
+    assert course.dataset_for(None) == course.dataset_for("fashion_mnist") == "fashion_mnist"
+    with pytest.raises(ValueError, match="DATASET.*mnist"):
+        course.dataset_for("mnist")
+
+
+def test_eps_parameter(capsys):
+    assert course.eps_parameter(0.1) == 0.1 and capsys.readouterr().out == ""
+    assert course.eps_parameter(0.05) == 0.05
+    assert "ε = 0.05" in capsys.readouterr().out                 # the run says it left the recorded setting
+    for bad in (0, -0.1, 1.5, "0.1", float("nan"), None):
+        with pytest.raises(ValueError, match="EPS"):
+            course.eps_parameter(bad)
+
+
+def test_a_lecture_run_with_eps_records_it(tmp_path):
+    """papermill -p EPS 0.05 through the course runner: lecture 00's results say 0.05 and its attacks use it."""
+    from advlab import zoo
+    try:
+        zoo.info("fmnist/cnn")
+    except zoo.NotTrainedError as e:
+        pytest.skip(str(e))
+    out = tmp_path / "out"
+    assert course.run(only="00", out=out, root=ROOT, parameters={"EPS": 0.05}, progress="none") == 0
+    res = json.loads((out / "results" / "00" / "results.json").read_text())
+    assert res["eps"] == 0.05 and res["threat_model"]["linf"] == 0.05
+    nb = nbformat.read(out / "notebooks" / "00_setup_and_threat_models.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "L∞ ε = 0.05" in text and "EPS = 0.05: this run attacks" in text
 
 
 def test_make_exercises_without_solution_notebooks_fails(tmp_path, capsys):
