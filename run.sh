@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # advlab, from a fresh clone to results in one command:
 #   bash run.sh course   set everything up, then execute the course (quick profile) into build/
-#   bash run.sh test     set everything up, then run the tests (unit, notebooks with papermill, nbval)
+#   bash run.sh test     set everything up, then run the tests (unit, notebooks with papermill, nbval,
+#                        the website built from the executed notebooks and checked in headless Chromium)
 # Environment knobs: PROFILE=quick|full (course), ADVLAB_VENV (default .venv), ADVLAB_DATA (data folder),
 # PYTHON (interpreter used to create the venv, default python3).
 set -euo pipefail
@@ -34,6 +35,10 @@ setup() {
     fi
   fi
   "$VENV/bin/advlab" data prepare   # Debian package, ADVLAB_DATA or a torchvision download; else says what to do
+  if [ "$JOB" = test ] && ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian's chromium (the website's browser check)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
 }
 
 case "$JOB" in
@@ -47,6 +52,8 @@ case "$JOB" in
     say "unit tests, exercise sync, notebooks (papermill) and their validation (nbval)"
     "$PY" -m pytest -q -ra --durations=15 -m "not notebooks" -p no:cacheprovider tests
     scripts/run_notebook_tests.sh build/notebook-tests   # papermill (lectures, solutions, exercises), then nbval
+    say "the course website from the executed notebooks (Jupyter Book), checked in headless Chromium"
+    "$VENV/bin/advlab" course site --executed build/notebook-tests --out build/site --check
     ;;
   *)
     echo "usage: bash run.sh course|test" >&2; exit 2 ;;

@@ -4,6 +4,7 @@
     advlab train fmnist/cnn --profile quick        # a 1-epoch smoke run into build/zoo
     advlab data prepare                            # find/decompress Fashion-MNIST
     advlab course init my-course                   # copy the course out of the installed package
+    advlab course site --executed build --check    # the website (Jupyter Book) into build/site
     advlab course run --profile quick [--only 00]  # papermill into build/
     advlab course make-exercises                   # solutions/ -> exercises/
     advlab bench attacks                           # PGD cost vs fwd+bwd and torchattacks
@@ -56,6 +57,19 @@ def _course(args) -> int:
     if args.action == "run":
         return course.run(profile=args.profile, only=args.only, out=args.out, device=args.device, kind=args.kind,
                           root=args.root)
+    if args.action == "site":
+        from advlab import site
+        out = args.out if args.out != "build" else "build/site"
+        html_root = site.build(args.executed, out, repository_url=args.repository_url, root=args.root)
+        print(f"site: {html_root / 'index.html'}")
+        if args.check:
+            problems = site.check(html_root)
+            if problems:
+                print("site check failed:\n  " + "\n  ".join(problems), file=sys.stderr)
+                return 1
+            print(f"site check: every page loaded in headless Chromium with no broken image, link or traceback; "
+                  f"screenshots in {html_root.parent / 'screenshots'}")
+        return 0
     if args.action == "init":
         from advlab import resources
         if not args.dir:
@@ -190,16 +204,19 @@ def main(argv=None) -> int:
     d.add_argument("action", choices=("prepare",))
     d.set_defaults(func=_data)
     c = sub.add_parser("course", help="copy the course out (init DIR), run its notebooks, or generate exercises")
-    c.add_argument("action", choices=("init", "run", "make-exercises"))
+    c.add_argument("action", choices=("init", "run", "make-exercises", "site"))
     c.add_argument("dir", nargs="?", default=None, help="init: the folder to copy the course into")
     c.add_argument("--root", default=None, help="run / make-exercises: the course folder (default: found from here)")
     c.add_argument("--force", action="store_true", help="init: copy into a non-empty folder, overwriting notebooks")
+    c.add_argument("--executed", default="build", help="site: the --out of an `advlab course run` (executed notebooks)")
+    c.add_argument("--repository-url", default=None, help="site: the course's repository, for open-in-Colab buttons")
+    c.add_argument("--check", action="store_true", help="site: load every page in headless Chromium and fail on "
+                   "broken images, links or tracebacks; make-exercises: only report drift")
     c.add_argument("--profile", choices=("quick", "full"), default="quick")
     c.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 00,01")
     c.add_argument("--out", default="build")
     c.add_argument("--device", type=_device, default="cpu")
     c.add_argument("--kind", default="notebooks", help="notebooks, solutions, exercises, a comma list, or all")
-    c.add_argument("--check", action="store_true", help="make-exercises: only report drift, write nothing")
     c.set_defaults(func=_course)
     e = sub.add_parser("evaluate", help="robust accuracy of a zoo model (resumable; --record writes a record)")
     e.add_argument("name", type=_zoo_name)
