@@ -184,6 +184,7 @@ PASSTHROUGH = {"adaptive": "advlab.evaluation.adaptive", "leaderboard": "advlab.
 
 
 def main(argv=None) -> int:
+    """The `advlab` command: parse argv, run the subcommand; returns the exit status (2 for a usage error)."""
     words = list(sys.argv[1:] if argv is None else argv)
     if words and words[0] in PASSTHROUGH:   # the module's own parser takes every option (argparse's REMAINDER
         args = argparse.Namespace(cmd=words[0], rest=words[1:], func=_passthrough(PASSTHROUGH[words[0]]),

@@ -560,6 +560,7 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
 
 
 def main(argv=None) -> int:
+    """`python -m advlab.course run|make-exercises|strip ...`; returns the exit status."""
     p = argparse.ArgumentParser(prog="python -m advlab.course", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="action", required=True)

@@ -101,6 +101,7 @@ def info(name: str) -> DatasetInfo:
 
 
 def class_names(name: str) -> tuple:
+    """The class names of dataset `name`, in label order."""
     return info(name).classes
 
 
@@ -111,6 +112,7 @@ def threat_model(name: str) -> dict:
 
 
 def data_root() -> Path:
+    """Where datasets live: $ADVLAB_DATA, else ~/.cache/advlab/data."""
     return Path(os.environ.get("ADVLAB_DATA") or Path.home() / ".cache" / "advlab" / "data")
 
 

@@ -21,6 +21,7 @@ MEAN_STD = {  # per-channel statistics of the training split
 
 
 class Normalize(nn.Module):
+    """(x - mean) / std per channel: the first layer of every classifier, so that models take [0, 1] images."""
     def __init__(self, mean, std):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
@@ -37,6 +38,7 @@ def _norm(dataset: str) -> Normalize:
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
+    """3x3 conv (no bias) + BatchNorm + ReLU, size-preserving."""
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
@@ -178,4 +180,5 @@ def build(arch: str, dataset: str = "fashion_mnist", **kwargs) -> nn.Module:
 
 
 def num_params(model: nn.Module) -> int:
+    """The number of parameters of `model`."""
     return sum(p.numel() for p in model.parameters())

@@ -26,6 +26,7 @@ def check_eps(eps, name: str = "eps", allow_none: bool = False) -> float | None:
 
 
 def check_positive(v, name: str, integer: bool = False, minimum: float = 0.0, strict: bool = True):
+    """v must be a (finite) number, or an integer if integer=True, > minimum (>= if strict=False); ValueError naming `name`."""
     kind = int if integer else (int, float)
     if isinstance(v, bool) or not isinstance(v, kind) or (not integer and (math.isnan(v) or math.isinf(v))):
         raise ValueError(f"{name}: must be a{'n integer' if integer else ' finite number'}, got {v!r}")
@@ -35,6 +36,7 @@ def check_positive(v, name: str, integer: bool = False, minimum: float = 0.0, st
 
 
 def check_norm(norm, allowed=NORMS) -> str:
+    """norm must be one of `allowed` ('linf', 'l2'); ValueError naming it otherwise."""
     if norm not in allowed:
         raise ValueError(f"norm: must be one of {allowed}, got {norm!r}")
     return norm

@@ -85,6 +85,7 @@ def project_l2(delta: torch.Tensor, eps) -> torch.Tensor:
 
 
 def project(delta: torch.Tensor, eps, norm: str) -> torch.Tensor:
+    """Closest point of the `norm` ball of radius eps to delta (per example); dispatches to project_linf / project_l2."""
     return project_linf(delta, eps) if norm == "linf" else project_l2(delta, eps)
 
 
@@ -115,6 +116,7 @@ def random_in_ball(x: torch.Tensor, eps: float, norm: str, generator: torch.Gene
 
 
 def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example cross-entropy (N,), computed in float32 (bf16/fp16 logits are upcast)."""
     return F.cross_entropy(logits.float(), y, reduction="none")
 
 

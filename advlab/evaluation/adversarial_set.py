@@ -38,6 +38,7 @@ DEFAULT_FOLDER = "build/cache/advsets"
 
 
 def cache_folder(folder: str | Path | None = None) -> Path:
+    """The adversarial-set cache: `folder`, else $ADVLAB_ADVSETS, else the default under build/."""
     return Path(folder or os.environ.get("ADVLAB_ADVSETS") or DEFAULT_FOLDER)
 
 
@@ -52,6 +53,7 @@ def fingerprint(*tensors: torch.Tensor) -> str:
 
 
 def cache_key(model_sha256: str, attack, x, y, subset: dict | None, chunk: int) -> dict:
+    """What identifies a cached adversarial set: model weights, attack repr, subset, data fingerprint, n and chunk."""
     return {"model_sha256": model_sha256, "attack": repr(attack), "subset": subset or {},
             "data": fingerprint(x, y), "n": len(x), "chunk": chunk}
 

@@ -165,6 +165,7 @@ def _print_table(r: dict, say) -> None:
 
 
 def main(argv=None) -> int:
+    """`advlab bench ...`: parse the arguments and run the benchmark; returns the exit status."""
     p = argparse.ArgumentParser(prog="advlab bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)

@@ -220,6 +220,7 @@ def build(records_root=None, reports="auto", threat_model: str | None = None, cu
 
 
 def cell_text(c: dict | None) -> str:
+    """A cell as the table shows it: 'acc% [CI] (n N, device)', a throughput, or '-' for none."""
     if c is None:
         return "-"
     if "images_per_s" in c:
@@ -238,6 +239,7 @@ def strongest_single(row: dict) -> tuple[str, dict] | None:
 
 
 def markdown(board: dict) -> str:
+    """The whole leaderboard as a markdown table, one row per entry, with sanity and throughput."""
     cols = board["columns"] + ["sanity", "throughput"]
     lines = ["| entry | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for e in board["entries"]:

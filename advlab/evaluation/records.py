@@ -59,6 +59,7 @@ def records_dir(root: str | Path | None = None) -> Path:
 
 
 def record_path(name: str, protocol: str, root: str | Path | None = None) -> Path:
+    """The json file of (name, protocol) under the records folder; ValueError for an unsafe name or protocol."""
     if not isinstance(name, str) or not name or ".." in name or name.startswith("/") or "\\" in name:
         raise ValueError(f"name: expected a model or defense name such as 'fmnist/pgd-at', got {name!r}")
     if not isinstance(protocol, str) or not _PROTOCOL.match(protocol):

@@ -126,6 +126,7 @@ def make_loss(cfg: ATConfig):
 
 
 def check_config(cfg: ATConfig) -> None:
+    """ValueError naming the first field of an ATConfig that is out of range."""
     if cfg.method not in METHODS:
         raise ValueError(f"method: must be one of {METHODS}, got {cfg.method!r}")
     if not (isinstance(cfg.eps, (int, float)) and math.isfinite(cfg.eps) and cfg.eps > 0):

@@ -54,6 +54,7 @@ class TrainConfig:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (CPU and CUDA)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -400,4 +401,5 @@ def train_iterations(cfg, step_fn: Callable[[], dict], g: torch.Generator, state
 
 
 def config_dict(cfg: TrainConfig) -> dict:
+    """The TrainConfig as a plain dict (what the zoo manifest records)."""
     return asdict(cfg)

@@ -133,6 +133,7 @@ def read_manifest(root: str | Path | None = None) -> dict:
 
 
 def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -39,6 +39,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
+    """write_bytes for text (UTF-8): temporary file, fsync, rename."""
     return write_bytes(path, text.encode("utf-8"))
 
 

@@ -31,6 +31,7 @@ REGISTRY: dict[str, ZooEntry] = {}
 
 
 def register(entry: ZooEntry) -> ZooEntry:
+    """Add a ZooEntry to the bundled registry (one line per model in this file); returns it."""
     REGISTRY[entry.name] = entry
     return entry
 

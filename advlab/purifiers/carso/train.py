@@ -91,6 +91,7 @@ class CARSOConfig:
 
 
 def check_config(cfg: CARSOConfig) -> None:
+    """ValueError naming the first field of a CARSOConfig that is out of range."""
     for name in ("latent_dim", "fc_repr", "width", "enc_width", "pgd_steps", "pool_pgd_n", "pool_fgsm_n",
                  "pool_chunk", "iters", "batch_size", "log_every", "ckpt_every", "eval_n"):
         _check_int(name, getattr(cfg, name))

@@ -50,6 +50,7 @@ class WGANConfig:
 
 
 def check_config(cfg: WGANConfig) -> None:
+    """ValueError naming the first field of the WGAN-GP config that is out of range."""
     for name in ("latent_dim", "width", "iters", "batch_size", "n_critic", "log_every", "ckpt_every",
                  "eval_n", "eval_steps", "eval_restarts"):
         v = getattr(cfg, name)

@@ -44,6 +44,7 @@ class LQVAEConfig:
 
 
 def check_config(cfg: LQVAEConfig) -> None:
+    """ValueError naming the first field of the LQ-VAE config that is out of range."""
     for name in ("latent_dim", "width", "iters", "batch_size", "log_every", "ckpt_every", "eval_n"):
         _check_int(name, getattr(cfg, name))
     _check_int("levels", cfg.levels, minimum=2)

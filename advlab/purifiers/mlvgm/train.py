@@ -58,6 +58,7 @@ class HVAEConfig:
 
 
 def check_config(cfg: HVAEConfig) -> None:
+    """ValueError naming the first field of the HVAE config that is out of range."""
     for name in ("width", "iters", "batch_size", "log_every", "ckpt_every", "eval_n"):
         _check_int(name, getattr(cfg, name))
     for name in ("lr_warmup", "kl_warmup"):
@@ -121,6 +122,7 @@ def compute_losses(model: HVAEModel, x: torch.Tensor, beta: float, cfg: HVAEConf
 
 
 def make_ema(model: nn.Module, decay: float):
+    """An exponential moving average of `model`'s weights and buffers (torch's AveragedModel)."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
@@ -427,6 +429,7 @@ def hvae_report(n: int = 1000, seed: int = 0, n_samples: int = 1000, classifier:
 
 
 def format_hvae_report(rep: dict) -> str:
+    """The markdown report of fmnist/hvae (metrics, training, samples) from `hvae_report`'s dict."""
     m, t = rep["metrics"], rep["training"]
     lines = ["# fmnist/hvae: the hierarchical VAE of MLVGM purification", "",
              "A three-level hierarchical VAE (latent maps 4x4, 7x7, 14x14; residual posteriors; Bernoulli likelihood) "

@@ -40,6 +40,7 @@ class VAEGANConfig:
 
 
 def check_config(cfg: VAEGANConfig) -> None:
+    """ValueError naming the first field of the VAE-GAN config that is out of range."""
     for name in ("latent_dim", "width", "iters", "batch_size", "log_every", "ckpt_every", "eval_n"):
         _check_int(name, getattr(cfg, name))
     for name in ("gamma", "kl_weight", "pixel_weight", "lr"):
