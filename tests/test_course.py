@@ -291,13 +291,17 @@ def test_run_rejects_bad_arguments(tmp_path):
 
 
 # (d) the real course: papermill, then nbval -----------------------------------------------------
-@pytest.mark.notebooks
-def test_course_runs_and_validates(tmp_path):
+def _needs_zoo_cnn():
     from advlab import zoo
     try:
         zoo.info("fmnist/cnn")
     except zoo.NotTrainedError as e:
         pytest.skip(str(e))
+
+
+@pytest.mark.notebooks
+def test_course_runs_and_validates(tmp_path):
+    _needs_zoo_cnn()
     out = tmp_path / "course"
     assert course.run(profile="quick", out=out, kind="all", root=ROOT) == 0
     executed = sorted(str(p) for k in course.KINDS for p in (out / k).glob("*.ipynb"))
@@ -326,11 +330,7 @@ def test_eps_parameter(capsys):
 
 def test_a_lecture_run_with_eps_records_it(tmp_path):
     """papermill -p EPS 0.05 through the course runner: lecture 00's results say 0.05 and its attacks use it."""
-    from advlab import zoo
-    try:
-        zoo.info("fmnist/cnn")
-    except zoo.NotTrainedError as e:
-        pytest.skip(str(e))
+    _needs_zoo_cnn()
     out = tmp_path / "out"
     assert course.run(only="00", out=out, root=ROOT, parameters={"EPS": 0.05}, progress="none") == 0
     res = json.loads((out / "results" / "00" / "results.json").read_text())
