@@ -115,3 +115,22 @@ def test_register_needs_a_folder_and_never_writes_the_bundled_zoo(monkeypatch):
         zoo.register("me/x", models.build("cnn"))
     with pytest.raises(ValueError, match="root"):
         zoo.register("me/x", models.build("cnn"), root=zoo.ZOO_DIR)
+
+
+def build_tiny(width=4):
+    """A builder outside advlab, for the test below."""
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, width))
+
+
+def test_a_user_zoo_never_imports_a_builder_module_by_itself(tmp_path, monkeypatch):
+    import sys
+    net = build_tiny(3)
+    zoo.register("me/tiny", net, root=tmp_path, arch=f"{__name__}:build_tiny", arch_kwargs={"width": 3})
+    assert isinstance(zoo.load_model("me/tiny", root=tmp_path), torch.nn.Sequential)   # imported here: fine
+    rec = json.loads((tmp_path / "manifest.json").read_text())
+    rec["me/tiny"]["entry"]["builder"] = "some_unimported_module:make"
+    (tmp_path / "manifest.json").write_text(json.dumps(rec))
+    assert "some_unimported_module" not in sys.modules
+    with pytest.raises(zoo.ZooRecordError, match="import some_unimported_module"):
+        zoo.load_model("me/tiny", root=tmp_path)
+    assert "some_unimported_module" not in sys.modules

@@ -188,7 +188,12 @@ def build(name: str, config: dict | None = None, root: str | Path | None = None)
             kwargs |= config.get("arch_kwargs", {})
     if entry.builder:
         import importlib
+        import sys
         mod, fn = entry.builder.split(":")
+        if name not in REGISTRY and not mod.startswith("advlab.") and mod not in sys.modules:
+            raise ZooRecordError(f"zoo model {name!r}: its record names the builder {entry.builder!r}; a user zoo's "
+                                 f"manifest may name advlab's builders or a module you imported yourself, so that "
+                                 f"loading weights never imports code a folder chose: `import {mod}` first")
         return getattr(importlib.import_module(mod), fn)(**kwargs)
     from advlab import models
     return models.build(entry.arch, entry.dataset, **kwargs)

@@ -118,7 +118,9 @@ def register(name: str, model: nn.Module, *, root: str | Path | None = None, arc
     root: the user zoo (default: the first $ADVLAB_ZOO folder); it is created if missing, and other
     sessions find the model once ADVLAB_ZOO names that folder (it stacks on top of the bundled zoo).
     arch: an advlab.models architecture ("cnn", "mlp", "vgg", "resnet18", "wrn"; default: inferred
-    from the model's class) or "module:function" building it, with arch_kwargs. The weights are
+    from the model's class) or "module:function" building it, with arch_kwargs (loading it later
+    needs that module imported first, unless it is advlab's: a zoo folder never makes advlab import
+    code by itself). The weights are
     stored as safetensors with their sha256 (never pickled) and must load back into the
     architecture exactly. metrics: what you measured (e.g. {"clean_acc": 0.91}), kept in the record;
     the leaderboard's numbers come from evaluation records, not from here.
