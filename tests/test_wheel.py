@@ -1,6 +1,7 @@
 """advlab outside the repository: the library imports without Jupyter, and a wheel built from the
 checkout installs into a fresh virtual environment elsewhere, loads the zoo, reads the shipped
-records, copies the course out with `advlab course init` and executes lecture 00 there.
+records, copies the course out with `advlab course init` and executes lectures 00, 05 and 06 there
+(05 and 06 read the recorded results that the wheel ships).
 
 The fresh environment gets the already-installed third-party packages (torch alone is gigabytes)
 through a .pth file pointing at links to them, never advlab itself: advlab comes from the wheel only.
@@ -148,11 +149,14 @@ def test_course_init_then_lecture_00_runs_from_the_copy(fresh_env, tmp_path):
     (tmp_path / "other" / "x.txt").write_text("x")
     bad = subprocess.run([advlab, "course", "init", str(tmp_path / "other")], env=_env(), capture_output=True, text=True)
     assert bad.returncode == 2 and "dest" in bad.stderr
-    # lecture 00 from the copy, with the course's own runner: results land in the copy's build/
-    run = subprocess.run([advlab, "course", "run", "--only", "00", "--out", "build"], cwd=course, env=_env(),
+    # lectures 00, 05 and 06 (these two read the recorded results) from the copy, with the course's own
+    # runner: results land in the copy's build/
+    run = subprocess.run([advlab, "course", "run", "--only", "00,05,06", "--out", "build"], cwd=course, env=_env(),
                          capture_output=True, text=True, timeout=1100)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     res = json.loads((course / "build" / "results" / "00" / "results.json").read_text())
     assert res["model"] == "fmnist/cnn" and 0.8 < res["clean_acc"] <= 1.0
-    executed = json.loads((course / "build" / "notebooks" / "00_setup_and_threat_models.ipynb").read_text())
-    assert not any(o.get("output_type") == "error" for c in executed["cells"] for o in c.get("outputs", []))
+    for nb in (course / "build" / "notebooks").glob("*.ipynb"):
+        executed = json.loads(nb.read_text())
+        assert not any(o.get("output_type") == "error" for c in executed["cells"] for o in c.get("outputs", [])), nb.name
+    assert len(list((course / "build" / "notebooks").glob("*.ipynb"))) == 3
