@@ -40,7 +40,7 @@ API_MODULES = ("advlab.data", "advlab.models", "advlab.zoo", "advlab.zoo.front",
                "advlab.purifiers.base", "advlab.purifiers.voting", "advlab.evaluation.adaptive",
                "advlab.evaluation.records", "advlab.evaluation.leaderboard", "advlab.evaluation.masking",
                "advlab.training.adversarial", "advlab.metrics", "advlab.validate", "advlab.course", "advlab.resources")
-TRACEBACK = re.compile(r"Traceback \(most recent call last\)|[A-Za-z]+Error: .*\n?.*most recent call", re.M)
+TRACEBACK = re.compile(r"Traceback \(most recent call last\)")   # what a Python error output always shows
 
 
 def _readme_sections(readme: Path, titles: tuple[str, ...]) -> str:
