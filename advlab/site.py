@@ -100,9 +100,8 @@ def stage(executed: str | Path, src: str | Path, repository_url: str | None = No
     for p in lectures:
         shutil.copy(executed / "notebooks" / p.name, src / "notebooks" / p.name)
     for p in course.list_notebooks("exercises", root=root):
-        nb = course._read(p)
-        course._strip_nb(nb)
-        (src / "exercises" / p.name).write_text(course.dumps(nb), encoding="utf-8")
+        shutil.copy(p, src / "exercises" / p.name)
+        course.strip_outputs(src / "exercises" / p.name)
     readme = root / "README.md"
     syllabus = _readme_sections(readme, ("Syllabus",)) if readme.exists() else ""
     (src / "index.md").write_text(

@@ -45,9 +45,9 @@ def records_dir(root: str | Path | None = None) -> Path:
         return Path(root)
     if os.environ.get("ADVLAB_RECORDS"):
         return Path(os.environ["ADVLAB_RECORDS"])
-    first_zoo = next((d for d in os.environ.get("ADVLAB_ZOO", "").split(os.pathsep) if d.strip()), None)
-    if first_zoo:
-        return Path(first_zoo) / "records"
+    from advlab import zoo
+    if zoo.user_zoo_dirs():
+        return zoo.user_zoo_dirs()[0] / "records"
     if (REPO / "docs" / "results").is_dir() and (REPO / "advlab").is_dir():
         return REPO / "docs" / "results" / "records"
     from advlab import resources

@@ -55,14 +55,18 @@ class ZooRecordError(ValueError):
 from advlab.zoo.entries import REGISTRY, ZooEntry  # noqa: E402,F401 (the registry)
 
 
+def user_zoo_dirs() -> list[Path]:
+    """The user zoo folders named by $ADVLAB_ZOO (os.pathsep-separated), in search order."""
+    return [Path(d).expanduser() for d in os.environ.get("ADVLAB_ZOO", "").split(os.pathsep) if d.strip()]
+
+
 def zoo_dirs(root: str | Path | None = None) -> list[Path]:
     """The folders searched for a model, first match wins: `root` alone when given; else the folders
     of $ADVLAB_ZOO (os.pathsep-separated), then the bundled zoo, unless ADVLAB_ZOO_BUNDLED=0 (tests
     that need a zoo without the bundled models)."""
     if root is not None:
         return [Path(root).expanduser()]
-    env = os.environ.get("ADVLAB_ZOO", "")
-    dirs = [Path(d).expanduser() for d in env.split(os.pathsep) if d.strip()]
+    dirs = user_zoo_dirs()
     bundled = os.environ.get("ADVLAB_ZOO_BUNDLED", "1") != "0"
     if not dirs and not bundled:
         raise ValueError("ADVLAB_ZOO_BUNDLED=0 leaves no zoo: set ADVLAB_ZOO=DIR as well")
@@ -73,7 +77,7 @@ def _user_entries(root: str | Path | None = None) -> dict[str, ZooEntry]:
     """Entries registered with `register` in `root`, else in the stacked user zoos (their records
     carry the entry)."""
     out: dict[str, ZooEntry] = {}
-    dirs = zoo_dirs(root) if root is not None else [d for d in zoo_dirs() if d != ZOO_DIR]
+    dirs = zoo_dirs(root) if root is not None else user_zoo_dirs()
     for d in reversed(dirs):   # the first folder wins
         try:
             man = read_manifest(d)

@@ -41,7 +41,7 @@ def list_models(dataset: str = "fashion_mnist", threat_model: str = "Linf", kind
     (False for a registered classifier whose weights are missing). kind: "all", "classifier", "defense".
     """
     from advlab import zoo
-    from advlab.evaluation import leaderboard
+    from advlab.evaluation import leaderboard, records
     _check(dataset, threat_model)
     if kind not in ("all", "classifier", "defense"):
         raise ValueError(f"kind: 'all', 'classifier' or 'defense', got {kind!r}")
@@ -49,9 +49,7 @@ def list_models(dataset: str = "fashion_mnist", threat_model: str = "Linf", kind
     try:
         board = leaderboard.build(records_root, reports=None, threat_model=threat_model, current_only=True)
         table = board["table"]
-    except Exception as e:  # noqa: BLE001 -- a wheel without records still lists its models
-        if type(e).__name__ != "RecordError":
-            raise
+    except records.RecordError:        # no records folder at all: the models are still listed
         table = {}
     rows = []
 
@@ -125,8 +123,6 @@ def register(name: str, model: nn.Module, *, root: str | Path | None = None, arc
     architecture exactly. metrics: what you measured (e.g. {"clean_acc": 0.91}), kept in the record;
     the leaderboard's numbers come from evaluation records, not from here.
     """
-    import os
-
     from advlab import models, zoo
     from advlab.zoo.entries import REGISTRY, ZooEntry
     if not isinstance(name, str) or name.count("/") != 1 or any(c in name for c in " \\:+") or ".." in name:
@@ -138,11 +134,10 @@ def register(name: str, model: nn.Module, *, root: str | Path | None = None, arc
     if dataset not in DATASETS:
         raise ValueError(f"dataset: one of {sorted(DATASETS)}, got {dataset!r}")
     if root is None:
-        first = [d for d in os.environ.get("ADVLAB_ZOO", "").split(os.pathsep) if d.strip()]
-        if not first:
+        if not zoo.user_zoo_dirs():
             raise ValueError("root: give the folder of your zoo (register(..., root='my-zoo')) or set ADVLAB_ZOO; "
                              "the bundled zoo is not written to")
-        root = first[0]
+        root = zoo.user_zoo_dirs()[0]
     root = Path(root).expanduser()
     if root.resolve() == zoo.ZOO_DIR.resolve():
         raise ValueError(f"root: {root} is the bundled zoo; register into a folder of your own")
