@@ -23,6 +23,7 @@ The package:
   l04_defense_gan  04, Defense-GAN's latent search with restarts, BPDA;
   l05_vaegan       05, the VAE-GAN purifier's discriminator step and latent purification;
   l06_lqvae        06, the LQ-VAE's gradient-norm penalty and quantiser;
+  l07_carso        07, CARSO's robust aggregation and one adversarially balanced batch;
   l10_evaluation   10, the EoT gradient, the per-image worst case over attacks and draws, a BPDA wrapper;
   l11_leaderboard  11, a Wilson confidence interval and the per-image worst case.
 Every name a notebook uses is re-exported here, so notebooks only ever write `checks.<name>`.
@@ -44,6 +45,7 @@ from .l03_training import check_pgd_at_examples, check_trades_loss
 from .l04_defense_gan import check_bpda, check_latent_search_restarts
 from .l05_vaegan import check_discriminator_step, check_purify_latent
 from .l06_lqvae import check_gradient_norm_penalty, check_quantiser
+from .l07_carso import check_balanced_batch, check_carso_aggregation
 from .l10_evaluation import check_bpda_wrapper, check_eot_gradient, check_robust_images
 from .l11_leaderboard import check_wilson_interval, check_worst_case_accuracy
 
@@ -71,6 +73,8 @@ __all__ = [
     "check_discriminator_step", "check_purify_latent",
     # 06: LQ-VAE
     "check_gradient_norm_penalty", "check_quantiser",
+    # 07: CARSO
+    "check_carso_aggregation", "check_balanced_batch",
     # 10: evaluating defenses honestly
     "check_eot_gradient", "check_robust_images", "check_bpda_wrapper",
     # 11: the leaderboard

@@ -9,7 +9,7 @@ still a blank (None, or a body that raises NotImplementedError), so that an exer
 top to bottom in CI; and lets the diagnosis propagate otherwise.
 
 The state lives here and only here: `CHECKS` maps exercise names to their checks, `RESULTS` to the
-outcome of their last run (what `summary()` prints). The lecture modules l00_setup ... l06_lqvae
+outcome of their last run (what `summary()` prints). The lecture modules l00_setup ... l11_leaderboard
 import from this module and never keep state of their own.
 
 The assert_* helpers and `call_student` give the diagnoses most checks need (shape and dtype, the

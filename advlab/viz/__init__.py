@@ -17,6 +17,7 @@ needs:
     l04_defense_gan    lecture 04: the GAN diagram, Defense-GAN's latent search
     l05_vaegan         lecture 05: the VAE-GAN diagram, purification steps
     l06_lqvae          lecture 06: the LQ-VAE diagram, bit flips of the code
+    l07_carso          lecture 07: the CARSO diagram, the aggregation rules on one image's draws
     widgets            ipywidgets explorers (also importable as advlab.widgets); ipywidgets is imported
                        only when an explorer is built; each also carries a static picture of its
                        default state, which a static copy of the notebook shows
@@ -37,6 +38,7 @@ from advlab.viz.l01_attacks import (_TOY_A, _TOY_C, _one_image, _toy_grad, attac
 from advlab.viz.l04_defense_gan import plot_gan_diagram, plot_latent_search
 from advlab.viz.l05_vaegan import plot_purification_steps, plot_vaegan_diagram
 from advlab.viz.l06_lqvae import plot_bit_flips, plot_lqvae_diagram
+from advlab.viz.l07_carso import plot_aggregation_rules, plot_carso_diagram
 from advlab.viz import widgets  # imports torch only; ipywidgets waits until an explorer is built
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "plot_vaegan_diagram", "plot_purification_steps",
     # lecture 06
     "plot_lqvae_diagram", "plot_bit_flips",
+    # lecture 07
+    "plot_carso_diagram", "plot_aggregation_rules",
     # explorers
     "widgets",
 ]
