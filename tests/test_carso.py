@@ -309,6 +309,14 @@ def test_zoo_entry_builds_trains_through_the_cli_and_loads(tmp_path, monkeypatch
     assert isinstance(back, CARSOModel) and back.width == 8 and back.layers == LAYERS and not back.training
     defense = CARSO(back, tiny)
     assert defense(data.batch("synthetic", "test", n=2)[0]).shape == (2, 10)
+    # --set layers alone: the shapes come from the classifier and are recorded (they did not, and failed)
+    one = tmp_path / "one_layer"
+    assert cli.main(["train", "fmnist/carso", "--profile", "quick", "--out", str(one), "--device", "cpu",
+                     "--set", f'layers=["{LAYERS[-1]}"]']) == 0
+    rec = zoo.info("fmnist/carso", root=one)
+    assert rec["config"]["layers"] == [LAYERS[-1]] and rec["config"]["condition_shapes"] == [list(SHAPES[-1])]
+    back = zoo.load("fmnist/carso", root=one)
+    assert back.layers == (LAYERS[-1],) and CARSO(back, tiny)(data.batch("synthetic", "test", n=2)[0]).shape == (2, 10)
 
 
 def test_from_zoo_untrained_names_the_training_command(tmp_path, monkeypatch):

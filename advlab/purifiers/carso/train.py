@@ -60,7 +60,8 @@ class CARSOConfig:
     dataset: str = "fashion_mnist"
     classifier: str = "fmnist/pgd-at"   # zoo name of the (adversarially trained) classifier
     layers: list = field(default_factory=lambda: list(SMALLCNN_LAYERS))
-    condition_shapes: list = field(default_factory=lambda: [list(s) for s in SMALLCNN_SHAPES])
+    condition_shapes: list | None = field(default_factory=lambda: [list(s) for s in SMALLCNN_SHAPES])
+    # (C, H, W) per layer; None: taken from the classifier's layers when training starts
     latent_dim: int = 64
     fc_repr: int = 512
     width: int = 32
@@ -103,9 +104,11 @@ def check_config(cfg: CARSOConfig) -> None:
         raise ValueError(f"plateau: warmup + plateau must be <= 1, got {cfg.warmup} + {cfg.plateau}")
     if cfg.pool not in POOLS:
         raise ValueError(f"pool: must be one of {POOLS}, got {cfg.pool!r}")
-    _check_shapes(cfg.condition_shapes)
-    if len(cfg.layers) != len(cfg.condition_shapes):
-        raise ValueError(f"layers: {len(cfg.layers)} names for {len(cfg.condition_shapes)} condition_shapes")
+    if cfg.condition_shapes is not None:
+        _check_shapes(cfg.condition_shapes)
+        if len(cfg.layers) != len(cfg.condition_shapes):
+            raise ValueError(f"layers: {len(cfg.layers)} names for {len(cfg.condition_shapes)} condition_shapes; "
+                             "set condition_shapes too, or condition_shapes=None to take them from the classifier")
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -298,6 +301,8 @@ def train_carso(cfg: CARSOConfig, classifier: nn.Module | None = None, checkpoin
         p.requires_grad_(False)        # frozen: attacks and the condition need input gradients only
     channels = data.info(cfg.dataset).shape[0]
     shapes = feature_shapes(classifier, cfg.layers, tuple(x_train.shape[1:]))
+    if cfg.condition_shapes is None:
+        cfg.condition_shapes = [list(s) for s in shapes]       # recorded with the weights
     if [list(s) for s in shapes] != [list(s) for s in cfg.condition_shapes]:
         raise ValueError(f"condition_shapes: the classifier's layers {list(cfg.layers)} give {shapes}, "
                          f"the config says {cfg.condition_shapes}")
@@ -369,8 +374,15 @@ def train_zoo_entry(entry, args) -> int:
 
     The checkpoint goes to DIR/checkpoints when --out is given, else build/checkpoints; it is keyed by
     the exact config, so a run only ever resumes itself. The pool lies in the config's pool_dir.
+    `--set 'layers=["features.4.0", "features.5.0"]'` alone conditions on those layers with the shapes the
+    classifier gives them (condition_shapes=null is added to the settings; the shapes are recorded).
     """
+    import argparse
     from advlab.training.zoo_entry import train_and_save
+    sets = list(getattr(args, "set", None) or [])
+    keys = {t.partition("=")[0] for t in sets}
+    if "layers" in keys and "condition_shapes" not in keys:     # the entry's shapes belong to its own layers
+        args = argparse.Namespace(**(vars(args) | {"set": sets + ["condition_shapes=null"]}))
     return train_and_save(entry, args, CARSOConfig,
                           lambda cfg, checkpoint: train_carso(cfg, checkpoint=checkpoint),
                           summary=("recon_mse", "recon_acc", "classifier_acc", "carso_acc", "train_seconds", "pool"))
