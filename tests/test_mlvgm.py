@@ -383,3 +383,15 @@ def test_search_writes_a_record_the_purifier_loads(tmp_path, monkeypatch, model,
     assert saved["objective"] == max(h["objective"] for h in saved["history"]) and saved["fooling_counts"]["n"] == 16
     monkeypatch.setattr(schedules, "LEARNED_FILE", out)
     assert MLVGM(model, linear_clf, alphas="learned").settings()["alphas"] == [round(a, 4) for a in rec["alphas"]]
+
+
+def test_the_level_pieces_reproduce_decode_mixed(model, xy):
+    x, _ = xy
+    a = torch.tensor([0.2, 0.6, 0.9])
+    feats, s = model.features(x), model.start(len(x))
+    g = gen(5)
+    for i in range(model.n_levels):
+        z_e, z_s = model.level_latents(i, s, feats[i], 0.6, g)
+        assert z_e.shape == (len(x), *model.latent_shapes()[i]) == z_s.shape
+        s = model.advance(i, s, (1 - a[i]) * z_e + a[i] * z_s)
+    assert torch.equal(model.to_image(s), model.decode_mixed(x, a, 0.6, gen(5)))

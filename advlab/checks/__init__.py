@@ -24,6 +24,7 @@ The package:
   l05_vaegan       05, the VAE-GAN purifier's discriminator step and latent purification;
   l06_lqvae        06, the LQ-VAE's gradient-norm penalty and quantiser;
   l07_carso        07, CARSO's robust aggregation and one adversarially balanced batch;
+  l08_mlvgm        08, MLVGM's per-level interpolation and the cosine schedule;
   l10_evaluation   10, the EoT gradient, the per-image worst case over attacks and draws, a BPDA wrapper;
   l11_leaderboard  11, a Wilson confidence interval and the per-image worst case.
 Every name a notebook uses is re-exported here, so notebooks only ever write `checks.<name>`.
@@ -46,6 +47,7 @@ from .l04_defense_gan import check_bpda, check_latent_search_restarts
 from .l05_vaegan import check_discriminator_step, check_purify_latent
 from .l06_lqvae import check_gradient_norm_penalty, check_quantiser
 from .l07_carso import check_balanced_batch, check_carso_aggregation
+from .l08_mlvgm import check_cosine_schedule, check_level_mix
 from .l10_evaluation import check_bpda_wrapper, check_eot_gradient, check_robust_images
 from .l11_leaderboard import check_wilson_interval, check_worst_case_accuracy
 
@@ -75,6 +77,8 @@ __all__ = [
     "check_gradient_norm_penalty", "check_quantiser",
     # 07: CARSO
     "check_carso_aggregation", "check_balanced_batch",
+    # 08: MLVGM
+    "check_level_mix", "check_cosine_schedule",
     # 10: evaluating defenses honestly
     "check_eot_gradient", "check_robust_images", "check_bpda_wrapper",
     # 11: the leaderboard

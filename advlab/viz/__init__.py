@@ -18,6 +18,8 @@ needs:
     l05_vaegan         lecture 05: the VAE-GAN diagram, purification steps
     l06_lqvae          lecture 06: the LQ-VAE diagram, bit flips of the code
     l07_carso          lecture 07: the CARSO diagram, the aggregation rules on one image's draws
+    l08_mlvgm          lecture 08: the MLVGM diagram, schedules, the schedule search, random schedules
+                       against their Spearman correlation, success rate against the L2 bound
     widgets            ipywidgets explorers (also importable as advlab.widgets); ipywidgets is imported
                        only when an explorer is built; each also carries a static picture of its
                        default state, which a static copy of the notebook shows
@@ -39,6 +41,8 @@ from advlab.viz.l04_defense_gan import plot_gan_diagram, plot_latent_search
 from advlab.viz.l05_vaegan import plot_purification_steps, plot_vaegan_diagram
 from advlab.viz.l06_lqvae import plot_bit_flips, plot_lqvae_diagram
 from advlab.viz.l07_carso import plot_aggregation_rules, plot_carso_diagram
+from advlab.viz.l08_mlvgm import (plot_bo_history, plot_l2_curves, plot_mlvgm_diagram, plot_schedules,
+                                  plot_spearman_study)
 from advlab.viz import widgets  # imports torch only; ipywidgets waits until an explorer is built
 
 __all__ = [
@@ -58,6 +62,8 @@ __all__ = [
     "plot_lqvae_diagram", "plot_bit_flips",
     # lecture 07
     "plot_carso_diagram", "plot_aggregation_rules",
+    # lecture 08
+    "plot_mlvgm_diagram", "plot_schedules", "plot_bo_history", "plot_spearman_study", "plot_l2_curves",
     # explorers
     "widgets",
 ]

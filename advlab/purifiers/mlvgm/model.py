@@ -194,10 +194,35 @@ class HVAEModel(nn.Module):
                     z = (1 - a) * mu_q + a * z_s
                     info |= {"z_e": mu_q, "z_s": z_s}
             info["z"] = z
-            s = self.td_res[i](s + self.z_proj[i](z))
-            s = self.up[i](s)
+            s = self.advance(i, s, z)
             levels.append(info)
         return self.out(s), levels
+
+    # ----------------------------------------------------------------------------- one level at a time
+    # (what decode_mixed does, in the pieces exercise 08.1 puts together:
+    #    feats = features(x); s = start(N)
+    #    for i: z_e, z_s = level_latents(i, s, feats[i], T, g); z = (1 - a_i) z_e + a_i z_s; s = advance(i, s, z)
+    #    x' = to_image(s))
+    def start(self, n: int) -> torch.Tensor:
+        """The top-down state before level 1: the learned constant, (n, c4, 4, 4)."""
+        return self.s0.expand(_check_int("n", n), -1, -1, -1)
+
+    def level_latents(self, i: int, s: torch.Tensor, h: torch.Tensor, temperature: float = 0.6,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_e, z_s) of level i given the state s of the levels above and the encoder features h = features(x)[i]:
+        the posterior mean of q(z_i | x, z_<i) and a draw of p(z_i | z_<i) at `temperature` (one eps from
+        `generator`), each (N, k_i, H_i, W_i)."""
+        mu_p, logsig_p = self._prior(i, s)
+        d_mu, _ = self._posterior(i, s, h)
+        return mu_p + d_mu, mu_p + temperature * logsig_p.exp() * self._draw(len(s), i, generator, s)
+
+    def advance(self, i: int, s: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The state after level i took the value z: ResBlock(s + conv1x1(z)), upsampled to the next size."""
+        return self.up[i](self.td_res[i](s + self.z_proj[i](z)))
+
+    def to_image(self, s: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean from the state after the last level, (N, C, 28, 28) in [0, 1]."""
+        return torch.sigmoid(self.out(s))
 
     # ----------------------------------------------------------------------------- the API
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
