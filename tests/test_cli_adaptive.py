@@ -35,3 +35,15 @@ def test_leaderboard_writes_table_json_and_plots(tmp_path, capsys):
     names = {p.name for p in tmp_path.iterdir()}
     assert {"leaderboard.md", "leaderboard.json"} <= names
     assert "fmnist/pgd-at" in (tmp_path / "leaderboard.md").read_text()
+
+
+def test_adaptive_set_configures_the_purifier_and_is_refused_for_a_classifier(capsys):
+    from advlab.evaluation.adaptive import load_target
+    target, name, models = load_target("mlvgm", classifier="fmnist/pgd-at", settings={"alphas": "cosine", "scale": 0.7})
+    assert name == "mlvgm+fmnist/pgd-at" and set(models) == {"fmnist/hvae", "fmnist/pgd-at"}
+    assert target.schedule == "cosine" and target.scale == 0.7 and "scale=0.7" in target.describe()
+    assert cli.main(["adaptive", "fmnist/cnn", "--n", "2", "--set", "scale=0.7"]) == 2
+    err = capsys.readouterr().err
+    assert "settings: ['scale']" in err and "only a purifier" in err
+    assert cli.main(["adaptive", "mlvgm", "--n", "2", "--set", "no_such_setting=1"]) == 2
+    assert "no_such_setting" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Adaptive evaluation of a defense: an attack ensemble, the per-image worst case, and the sanity and
-masking checks that say whether the number can be trusted (issue 16; lectures 10 and 11).
+masking checks that say whether the number can be trusted (lectures 10 and 11).
 
     from advlab.evaluation.adaptive import adaptive_evaluation, format_result
     res = adaptive_evaluation(defense, x, y, eps=0.1, profile="quick")   # a json-serialisable dict
@@ -507,20 +507,29 @@ def format_result(res: dict) -> str:
 # ----------------------------------------------------------------------------- command line
 
 
-def load_target(name: str, dataset: str = "fashion_mnist", classifier: str | None = None, device="cpu"):
+def load_target(name: str, dataset: str = "fashion_mnist", classifier: str | None = None, device="cpu",
+                settings: dict | None = None):
     """(target, record name, {zoo name: sha256}): a registered purifier built from the zoo (record
-    name "lqvae+fmnist/cnn") or a zoo classifier (record name "fmnist/pgd-at")."""
+    name "lqvae+fmnist/cnn"; `settings` go to its constructor, e.g. {"alphas": "cosine", "scale": 0.7})
+    or a zoo classifier (record name "fmnist/pgd-at")."""
     from advlab import purifiers, zoo
     if name in purifiers.REGISTRY:
         cls = purifiers.get(name)
         parts = dict(cls.ZOO[dataset])
         clf = classifier or parts.pop("classifier")
         parts.pop("classifier", None)
-        target = cls.from_zoo(dataset, classifier=clf, device=device)
+        import inspect
+        known = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "classifier", *parts)]
+        unknown = sorted(set(settings or {}) - set(known))
+        if unknown:
+            raise ValueError(f"settings: {unknown} are not settings of {cls.__name__}; it takes {known}")
+        target = cls.from_zoo(dataset, classifier=clf, device=device, **(settings or {}))
         models = {z: zoo.info(z)["sha256"] for z in [*parts.values(), clf]}
         return target, f"{name}+{clf}", models
     if name not in zoo.names():
         raise ValueError(f"name: {name!r} is neither a purifier {purifiers.names()} nor a zoo model {zoo.names()}")
+    if settings:
+        raise ValueError(f"settings: {sorted(settings)} given for the zoo classifier {name!r}; only a purifier takes them")
     return zoo.load(name, device=device), name, {name: zoo.info(name)["sha256"]}
 
 
@@ -546,6 +555,8 @@ def main(argv=None) -> int:
     p.add_argument("--individual", action="store_true", help="every attack on every image (own accuracies)")
     p.add_argument("--no-resume", action="store_true")
     p.add_argument("--record", action="store_true", help="write docs/results/records/NAME/adaptive_*.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting of the purifier (json value), e.g. --set alphas='\"cosine\"' --set scale=0.7")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -554,7 +565,9 @@ def main(argv=None) -> int:
     if device.startswith("cuda") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     rank, _ = shard.init(device)
-    target, rec_name, models = load_target(a.name, a.dataset, a.classifier, device)
+    from advlab.training.zoo_entry import parse_setting
+    target, rec_name, models = load_target(a.name, a.dataset, a.classifier, device,
+                                           dict(parse_setting(t) for t in a.set))
     x, y = data.batch(a.dataset, "test", n=a.n, seed=a.seed, device=device)
     res = adaptive_evaluation(target, x, y, a.eps, a.profile, device, a.eot, a.seed, n_draws=a.draws,
                               randomness=a.randomness.split(",") if a.randomness else None, individual=a.individual,
