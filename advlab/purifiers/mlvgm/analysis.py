@@ -165,8 +165,7 @@ def format_markdown(rep: dict) -> str:
     """The analysis record as markdown."""
     lines = ["# MLVGM purification on Fashion-MNIST: levels, Spearman, L2 curves", "",
              f"Models: fmnist/hvae ({rep['hvae'][:12]}), classifier `{rep['classifier']}`; temperature "
-             f"{rep['temperature']}. `{rep['command']}` on {rep['device']}, {rep['threads']} thread(s), "
-             f"{rep['seconds']:.0f} s.", "", f"## Which level carries the class ({rep['levels']['n']} validation "
+             f"{rep['temperature']}. `{rep['command']}` on {rep['device']}, {rep['seconds']:.0f} s.", "", f"## Which level carries the class ({rep['levels']['n']} validation "
              "images, one draw)", "", "| alphas (4x4, 7x7, 14x14) | accuracy |", "|---|---:|"]
     lines += [f"| {r['alphas']} | {100 * r['acc']:.1f}% |" for r in rep["levels"]["rows"]]
     sp = rep["spearman"]
