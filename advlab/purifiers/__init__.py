@@ -22,12 +22,13 @@ REGISTRY: dict[str, str] = {
     "lqvae": "advlab.purifiers.lqvae.purifier:LQVAE",
     "carso": "advlab.purifiers.carso.purifier:CARSO",
     "mlvgm": "advlab.purifiers.mlvgm.purifier:MLVGM",
+    "cmap": "advlab.purifiers.cmap.purifier:CMAP",
 }
 
 _NAMES = {"Purifier": "advlab.purifiers.base", "Defense": "advlab.purifiers.base",
           "Voting": "advlab.purifiers.voting", "aggregate": "advlab.purifiers.voting"}
 _NAMES |= {path.split(":")[1]: path.split(":")[0] for path in REGISTRY.values()}
-_SUBMODULES = ("base", "voting", "defense_gan", "vaegan", "lqvae", "carso", "mlvgm")
+_SUBMODULES = ("base", "voting", "defense_gan", "vaegan", "lqvae", "carso", "mlvgm", "cmap")
 __all__ = ["REGISTRY", "names", "get"] + list(_SUBMODULES) + list(_NAMES)
 
 
