@@ -4,6 +4,7 @@
 #   bash scripts/gpu_session.sh sweep SECONDS    # the purifier settings searches and the LQ-VAE variants
 #   bash scripts/gpu_session.sh confirm SECONDS  # the chosen defaults re-measured, paper tables again
 #   bash scripts/gpu_session.sh honest SECONDS   # the adaptive ensembles a CPU cannot afford (CARSO, MLVGM, Defense-GAN)
+#   bash scripts/gpu_session.sh generators SECONDS  # CMAP's consistency model (consistency training from scratch)
 #   bash scripts/gpu_session.sh wait SECONDS     # wait (printing progress), then pack results into $OUT
 # Needs the Fashion-MNIST .gz files in .carry/fmnist/ (ignored; named in the device call's carry).
 # start/sweep/confirm copy the tree to /tmp/gpuwork and the jobs write into that copy's zoo (weights,
@@ -11,7 +12,8 @@
 set -u
 # the jobs run in a private copy of the tree: a later device call re-syncs the checkout itself
 WORK=/tmp/gpuwork
-if [ "${1:-}" = start ] || [ "${1:-}" = sweep ] || [ "${1:-}" = confirm ] || [ "${1:-}" = honest ]; then
+if [ "${1:-}" = start ] || [ "${1:-}" = sweep ] || [ "${1:-}" = confirm ] || [ "${1:-}" = honest ] \
+    || [ "${1:-}" = generators ]; then
   REPO=$(cd "$(dirname "$0")/.." && pwd)
   rm -rf $WORK && cp -a "$REPO" $WORK
 fi
@@ -97,6 +99,12 @@ honest() {  # lecture 10's full protocol on the stochastic and search-based defe
   waitfor "${1:-500}"
 }
 
+generators() {  # the zoo's consistency model (CMAP); its checkpoint lands in build/checkpoints (packed)
+  setup || exit 1
+  job consistency "$ADV train fmnist/consistency --profile full --device cuda"
+  waitfor "${1:-500}"
+}
+
 waitfor() {
   local limit=$1 t0=$SECONDS
   while (( SECONDS - t0 < limit )); do
@@ -120,7 +128,8 @@ pack() {
     f=$(ADVLAB_ZOO=$d python -c "from advlab import zoo; print(zoo.info('fmnist/lqvae')['file'])" 2>/dev/null) \
       && [ -f "$d/$f" ] && cp "$d/$f" $OUT/$(basename $d).safetensors
   done
-  tar czf $OUT/results.tgz advlab/zoo/manifest.json build/reports build/eval build/adaptive docs/results/records $LOG 2>/dev/null
+  tar czf $OUT/results.tgz advlab/zoo/manifest.json build/reports build/eval build/adaptive docs/results/records $LOG \
+    $(ls advlab/zoo/weights/fmnist__consistency* build/checkpoints/fmnist__consistency* 2>/dev/null) 2>/dev/null
   ls -la $OUT
 }
 
@@ -129,6 +138,7 @@ case "${1:-}" in
   sweep) sweep "${2:-500}" ;;
   confirm) confirm "${2:-500}" ;;
   honest) honest "${2:-500}" ;;
+  generators) generators "${2:-500}" ;;
   wait) waitfor "${2:-500}" ;;
-  *) echo "usage: $0 start|sweep|confirm|honest|wait SECONDS" >&2; exit 2 ;;
+  *) echo "usage: $0 start|sweep|confirm|honest|generators|wait SECONDS" >&2; exit 2 ;;
 esac
