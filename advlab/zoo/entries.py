@@ -93,8 +93,10 @@ register(ZooEntry("fmnist/lqvae", "lqvae", "fashion_mnist",
                   builder="advlab.purifiers.lqvae.model:build_lqvae", trainer="advlab.purifiers.lqvae.train"))
 # CARSO (Ballarin et al.): the representation-conditional VAE of fmnist/pgd-at; the zoo stores the CVAE only
 register(ZooEntry("fmnist/carso", "carso", "fashion_mnist",
-                  "CARSO's conditional VAE (Ballarin et al.) on fmnist/pgd-at's representation: SmallCNN's three conv "
-                  "outputs, each compressed by three [3x3 valid conv, BN, LeakyReLU 0.2] blocks (C -> C/2 -> C/4 -> C/8), "
+                  "CARSO's conditional VAE (Ballarin et al.) on fmnist/pgd-at's representation: the outputs of SmallCNN's "
+                  "two block convs (features.4.0, features.5.0; the 28x28 stem conv left out, as the search on validation "
+                  "chose: docs/results/carso_search.md), each compressed by three [3x3 valid conv, BN, LeakyReLU 0.2] "
+                  "blocks (C -> C/2 -> C/4 -> C/8), "
                   "Linear 512; latent 64; transposed-conv decoder (width 32); summed BCE against the clean image + beta KL "
                   "(beta 0 for 12.5% of the iterations, then linear to 1 over 4%); RAdam 1e-3 with warm-up, plateau and "
                   "linear anneal; adversarially balanced batches (half of each: PGD-40 step 0.01 and FGSM, at eps/2 and "
@@ -103,8 +105,8 @@ register(ZooEntry("fmnist/carso", "carso", "fashion_mnist",
                   train=dict(iters=6000, batch_size=64, seed=9, pool="precomputed", pool_pgd_n=3000, pool_fgsm_n=10000),
                   train_quick=dict(iters=20, batch_size=32, n_train=2000, pool_pgd_n=16, pool_fgsm_n=16, pool_chunk=16,
                                    log_every=5, ckpt_every=10, eval_n=64),
-                  arch_kwargs=dict(condition_shapes=[[32, 28, 28], [64, 14, 14], [64, 14, 14]],
-                                   layers=["features.0", "features.4.0", "features.5.0"], latent_dim=64, fc_repr=512,
+                  arch_kwargs=dict(condition_shapes=[[64, 14, 14], [64, 14, 14]],
+                                   layers=["features.4.0", "features.5.0"], latent_dim=64, fc_repr=512,
                                    width=32, enc_width=4),
                   builder="advlab.purifiers.carso.model:build_carso", trainer="advlab.purifiers.carso.train"))
 # MLVGM purification (Serez et al.): a three-level hierarchical VAE (4x4, 7x7, 14x14 latent maps)
