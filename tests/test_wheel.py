@@ -20,7 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 JUPYTER = ("IPython", "ipywidgets", "ipykernel", "papermill", "nbformat", "nbclient", "nbval", "jupyterlab",
            "jupyter_client", "jupyter_server", "scipy", "botorch", "sklearn")
-CORE = {"torch", "torchvision", "numpy", "matplotlib", "tqdm", "safetensors"}
+CORE = {"torch", "torchvision", "numpy", "matplotlib", "tqdm", "safetensors", "pytorch-msssim"}   # SSIM: CMAP
 
 
 def test_the_library_never_imports_jupyter():

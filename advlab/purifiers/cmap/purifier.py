@@ -141,7 +141,7 @@ class CMAP(Purifier):
     def _purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         res = self.search(x, generator)
         best = res.loss.argmin(0)                                                       # (N,)
-        return res.images[best, torch.arange(len(x))]
+        return res.images[best, torch.arange(len(x), device=best.device)]
 
     def draw_logits(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The classifier's logits on the K images of one search, (K, N, classes)."""
