@@ -2,7 +2,7 @@
 folder under advlab.purifiers).
 
   blocks         Generator: the DCGAN-layout decoder z -> 28x28 images (Defense-GAN's generator, the
-                 VAE-GAN's and LQ-VAE's decoders)
+                 VAE-GAN's and LQ-VAE's decoders); make_ema: the weights' moving average (HVAE, consistency model)
   losses         kl_divergence, gradient_penalty
   latent_search  projection on a generator's range by gradient descent on latents with restarts
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 _SUBMODULES = ("blocks", "losses", "latent_search")
-_NAMES = {"Generator": "blocks", "kl_divergence": "losses", "gradient_penalty": "losses",
+_NAMES = {"Generator": "blocks", "make_ema": "blocks", "kl_divergence": "losses", "gradient_penalty": "losses",
           "LatentSearch": "latent_search", "SEARCH_LR": "latent_search"}
 __all__ = list(_SUBMODULES) + list(_NAMES)
 

@@ -2,6 +2,8 @@
 
   Generator   the DCGAN-layout decoder z (N, latent_dim) -> images (N, C, 28, 28) in [0, 1]: Defense-GAN's
               generator, the VAE-GAN's decoder and both LQ-VAE decoders are instances of it.
+  make_ema    an exponential moving average of a model's weights (torch's AveragedModel): the HVAE and the
+              consistency model save it.
 """
 from __future__ import annotations
 
@@ -44,3 +46,9 @@ class Generator(nn.Module):
         """n latents from N(0, I / latent_dim) (Defense-GAN's prior), on the generator's device."""
         dev = next(self.parameters()).device
         return (torch.randn(n, self.latent_dim, generator=generator) / math.sqrt(self.latent_dim)).to(dev)
+
+
+def make_ema(model: nn.Module, decay: float):
+    """An exponential moving average of `model`'s weights and buffers (torch's AveragedModel)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)

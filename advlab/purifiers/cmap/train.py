@@ -108,7 +108,7 @@ def train_consistency(cfg: CTConfig, checkpoint: str | Path | None = None, progr
     """Train (or resume) the consistency model; returns (the EMA model in eval mode, metrics). All random
     draws come from one CPU generator seeded by cfg.seed, saved in the checkpoints."""
     from advlab import data
-    from advlab.purifiers.mlvgm.train import make_ema
+    from advlab.generative.blocks import make_ema
     from advlab.training.loop import iteration_run, train_iterations
     check_config(cfg)
     device, use_amp, x_train, g = iteration_run(cfg)

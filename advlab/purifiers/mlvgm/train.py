@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from advlab.generative.blocks import make_ema
 from advlab.purifiers.mlvgm.model import LOG2, HVAEModel, _check_int
 from advlab.validate import device_name
 
@@ -119,12 +120,6 @@ def compute_losses(model: HVAEModel, x: torch.Tensor, beta: float, cfg: HVAEConf
            "bpd": (recon.mean() + kl_total) / (x[0].numel() * LOG2)}
     out |= {f"kl{i + 1}": v for i, v in enumerate(kl_levels)}
     return out
-
-
-def make_ema(model: nn.Module, decay: float):
-    """An exponential moving average of `model`'s weights and buffers (torch's AveragedModel)."""
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def train_hvae(cfg: HVAEConfig, checkpoint: str | Path | None = None, progress: bool = True
