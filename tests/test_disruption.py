@@ -1,0 +1,105 @@
+"""advlab.evaluation.disruption (the consistency-disruption attack on CMAP), on a tiny untrained consistency
+model and a linear classifier: the threat model holds in both norms, the cross-entropy it ascends rises,
+gamma = 0 and no steps keep the defender's own fit, the returned image is the candidate the defense
+classifies worst, seeding, and bad arguments."""
+import pytest
+import torch
+import torch.nn as nn
+
+from advlab.attacks.base import fit_to_threat_model
+from advlab.evaluation.disruption import ConsistencyDisruption
+from advlab.purifiers.cmap.model import ConsistencyModel
+from advlab.purifiers.cmap.purifier import CMAP
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_defense(seed=2, **kw):
+    torch.manual_seed(0)
+    g = ConsistencyModel(width=8, emb_dim=16)
+    with torch.no_grad():
+        for p in g.parameters():
+            if p.abs().sum() == 0:       # the zero-initialised output layers get random weights
+                p.normal_(0, 0.2)
+    torch.manual_seed(5)
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    return CMAP(g, clf, **({"k": 3, "iters": 6, "lr": 0.1, "seed": seed} | kw)).eval()
+
+
+@pytest.fixture(scope="module")
+def xy():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(4, 1, 28, 28, generator=g), torch.tensor([0, 3, 5, 9])
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
+def test_threat_model_holds(xy, norm, eps):
+    x, y = xy
+    atk = ConsistencyDisruption(eps=eps, norm=norm, steps=4, gamma=5.0)
+    x_adv = atk(tiny_defense(), x, y)
+    assert x_adv.shape == x.shape and x_adv.min() >= 0 and x_adv.max() <= 1
+    d = (x_adv - x).flatten(1)
+    size = d.abs().max(1).values if norm == "linf" else d.norm(dim=1)
+    assert (size <= eps + 1e-6).all()
+    cands = atk.candidates(tiny_defense(), x, y)
+    assert cands.shape == (3, *x.shape)
+    assert (((cands - x).flatten(2).abs().amax(2) if norm == "linf" else (cands - x).flatten(2).norm(dim=2))
+            <= eps + 1e-6).all()
+
+
+def test_cross_entropy_rises_and_gamma_zero_keeps_the_defenders_fit(xy):
+    x, y = xy
+    atk = ConsistencyDisruption(eps=0.3, steps=10, gamma=50.0, lr=0.2)
+    atk.candidates(tiny_defense(), x, y)
+    ce = atk.last_curve["cross_entropy"]
+    assert len(ce) == 11 and ce[-1] > ce[0]
+    # no steps: the candidates are the defender's own K images of the same draw, projected
+    d = tiny_defense()
+    still = ConsistencyDisruption(eps=0.3, steps=0, gamma=0.0, seed=7).candidates(d, x, y)
+    res = d.search(x, generator=torch.Generator().manual_seed(7))
+    want = torch.stack([fit_to_threat_model(res.images[j], x, 0.3, "linf") for j in range(3)])
+    assert torch.allclose(still, want, atol=1e-6)
+
+
+def test_returns_the_candidate_the_defense_classifies_worst(xy, monkeypatch):
+    x, y = xy
+    d = tiny_defense()
+    atk = ConsistencyDisruption(eps=0.2, steps=2, gamma=1.0)
+    cands = atk.candidates(d, x, y)
+    monkeypatch.setattr(atk, "candidates", lambda *a, **k: cands)
+    # a defense whose vote is decided by the candidate's index: the true class loses only on candidate 1
+    calls = []
+
+    def fake_forward(xc):
+        scores = torch.zeros(len(xc), 10)
+        j = next((i for i in range(len(cands)) if xc.shape == cands[i].shape and torch.equal(xc, cands[i])), None)
+        if j is None:            # the attack's own shape check on one image
+            return scores
+        calls.append(j)
+        scores[torch.arange(len(xc)), y] = 1.0 if j != 1 else -1.0
+        return scores
+
+    monkeypatch.setattr(d, "forward", fake_forward)
+    out = atk(d, x, y)
+    assert calls == [0, 1, 2]
+    assert torch.allclose(out, cands[1], atol=1e-6)
+
+
+def test_seeded(xy):
+    x, y = xy
+    a = ConsistencyDisruption(eps=0.1, steps=3, seed=4)(tiny_defense(), x, y)
+    b = ConsistencyDisruption(eps=0.1, steps=3, seed=4)(tiny_defense(), x, y)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"gamma": -1.0}, "gamma"), ({"steps": 2.5}, "steps"),
+                                          ({"steps": -1}, "steps"), ({"lr": 0.0}, "lr"), ({"norm": "l1"}, "norm")])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ConsistencyDisruption(eps=0.1, **kwargs)
+
+
+def test_needs_a_cmap_defense(xy):
+    x, y = xy
+    with pytest.raises(ValueError, match="model: the consistency-disruption attack needs a CMAP defense"):
+        ConsistencyDisruption(eps=0.1)(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), x, y)
