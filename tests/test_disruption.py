@@ -103,3 +103,56 @@ def test_needs_a_cmap_defense(xy):
     x, y = xy
     with pytest.raises(ValueError, match="model: the consistency-disruption attack needs a CMAP defense"):
         ConsistencyDisruption(eps=0.1)(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)), x, y)
+
+
+# ------------------------------------------------------------------ the unrolled search (full gradient)
+from advlab.evaluation.unrolled import UnrolledCMAP   # noqa: E402
+from advlab.purifiers.voting import aggregate          # noqa: E402
+
+
+def test_unrolled_cmap_has_the_defenses_values(xy):
+    x, _ = xy
+    d = tiny_defense(iters=7)
+    d.reseed(3)
+    want = aggregate(d.draw_logits(x), "mean_probs")
+    d.reseed(3)
+    with torch.no_grad():
+        got = UnrolledCMAP(d, segment=3)(x)
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+class SmoothGenerator(nn.Module):
+    """generate(z) = sigmoid(conv(z / T)): smooth everywhere (no clamp), so finite differences are exact enough."""
+    latent_shape, sigma_max = (1, 28, 28), 80.0
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def generate(self, z):
+        return torch.sigmoid(self.conv(z / self.sigma_max))
+
+
+def test_unrolled_cmap_gradient_matches_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    x = (0.2 + 0.6 * torch.rand(2, 1, 28, 28, generator=g)).double()
+    y = torch.tensor([1, 4])
+    torch.manual_seed(5)
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    d = CMAP(SmoothGenerator(), clf, k=2, iters=3, lr=0.1, seed=2).double().eval()
+    model = UnrolledCMAP(d, segment=2)               # two segments: the checkpointed path and its boundary
+
+    def loss(inp):
+        d.reseed(11)                                  # the same initial latents in every call
+        return nn.functional.nll_loss(model(inp), y)
+
+    xr = x.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(loss(xr), xr)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    h = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = 1e-7       # small: Adam's first step, lr * g / (|g| + 1e-8), jumps where a coordinate of g changes sign
+    with torch.no_grad():
+        fd = (loss(x + t * h) - loss(x - t * h)) / (2 * t)
+    assert fd.dtype == torch.float64
+    assert abs(fd.item() - (grad * h).sum().item()) <= 1e-4 * abs(fd.item()) + 1e-9

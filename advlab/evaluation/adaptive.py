@@ -54,7 +54,7 @@ import torch.nn as nn
 
 from advlab.evaluation import shard
 from advlab.validate import device_name
-from advlab.evaluation.unrolled import UnrolledSearch, full_gradient_attack  # noqa: F401 (public here too)
+from advlab.evaluation.unrolled import UnrolledCMAP, UnrolledSearch, full_gradient_attack  # noqa: F401 (public here too)
 
 PROFILES = {   # "full" is the protocol of issue 16; "quick" keeps a test or a lecture cell to seconds
     "quick": dict(apgd_steps=10, pgd_steps=20, eot_iter=4, square_queries=100, transfer_steps=10, n_draws=4,
@@ -385,8 +385,9 @@ def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     if profile not in PROFILES:
         raise ValueError(f"profile: must be one of {tuple(PROFILES)}, got {profile!r}")
     cfg = dict(PROFILES[profile])
-    if full_gradient_n and not all(hasattr(target, a) for a in ("generator", "restarts", "lr", "_generator")):
-        raise ValueError("full_gradient_n: needs a defense with a latent search (Defense-GAN), got "
+    searches = (("generator", "restarts", "lr", "_generator"), ("generator", "iters", "k", "lr", "_generator"))
+    if full_gradient_n and not any(all(hasattr(target, a) for a in attrs) for attrs in searches):
+        raise ValueError("full_gradient_n: needs a defense with a latent search (Defense-GAN, CMAP), got "
                          f"{type(target).__name__}")
     if device is not None:
         target = target.to(device)

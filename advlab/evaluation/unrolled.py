@@ -1,4 +1,4 @@
-"""The full-gradient attack on a purifier with an inner optimisation (Defense-GAN): the latent search
+"""The full-gradient attack on a purifier with an inner optimisation (Defense-GAN, CMAP): the latent search
 unrolled and differentiated end to end, next to BPDA (evaluation.adaptive, `--full-gradient-n`).
 
 BPDA replaces the search's gradient by an approximation; when the search is a fixed number of SGD
@@ -59,8 +59,61 @@ class UnrolledSearch(nn.Module):
         return d.classifier(x_rec)
 
 
+
+class UnrolledCMAP(nn.Module):
+    """The log of the mean softmax of the classifier over CMAP's K images, with the whole latent search
+    kept differentiable in x: Adam (bias-corrected, the defense's lr, betas (0.9, 0.999)) written out so
+    that autograd follows every step, second-order terms included. The defense's own draw of the initial
+    latents (its generator stream), the defense's lam, beta, k and iters; the values are those of the
+    defense's search up to round-off. Memory as UnrolledSearch: segments of `segment` steps under
+    torch.utils.checkpoint."""
+
+    def __init__(self, defense, segment: int = 10):
+        super().__init__()
+        self.defense, self.segment = defense, segment
+
+    def _steps(self, u, m, v, target, first, last):
+        from advlab.purifiers.cmap.purifier import distribution_penalty, reconstruction_loss
+        d, G = self.defense, self.defense.generator
+        k, t, b1, b2 = u.shape[0], float(G.sigma_max), 0.9, 0.999
+        create = torch.is_grad_enabled() and target.requires_grad
+        for i in range(first, last):
+            images = G.generate(t * u.flatten(0, 1))                                  # (K*n, C, H, W)
+            obj = reconstruction_loss(images, target, d.lam).view(k, -1).mean(0)      # (n,)
+            if d.beta:
+                obj = obj + d.beta * distribution_penalty(u)
+            g, = torch.autograd.grad(obj.sum(), u, create_graph=create)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat, v_hat = m / (1 - b1 ** (i + 1)), v / (1 - b2 ** (i + 1))
+            u = u - d.lr * m_hat / ((v_hat + 1e-30).sqrt() + 1e-8)   # 1e-30: a finite derivative of sqrt at 0
+        return u, m, v
+
+    def forward(self, x):
+        from torch.utils.checkpoint import checkpoint
+        from advlab.validate import eval_mode
+        d, G = self.defense, self.defense.generator
+        n, k = len(x), d.k
+        u = torch.randn(k, n, *G.latent_shape, generator=d._generator).to(x)       # as CMAP.search draws them
+        target = x.repeat(k, 1, 1, 1)                                              # (K*n, C, H, W)
+        m, v = torch.zeros_like(u), torch.zeros_like(u)
+        with eval_mode(G), torch.enable_grad():
+            u = u.requires_grad_(True)
+            for s in range(0, d.iters, self.segment):
+                last = min(s + self.segment, d.iters)
+                if target.requires_grad:
+                    u, m, v = checkpoint(self._steps, u, m, v, target, s, last, use_reentrant=False)
+                else:
+                    u, m, v = self._steps(u, m, v, target, s, last)
+                    u, m, v = u.detach().requires_grad_(True), m.detach(), v.detach()
+            images = G.generate(float(G.sigma_max) * u.flatten(0, 1))
+        logits = d.classifier(images).view(k, n, -1)
+        # aggregate(logits, "mean_probs") (log of the mean softmax), in the logits' own dtype
+        return torch.logsumexp(torch.log_softmax(logits, -1), 0) - math.log(k)
+
+
 def full_gradient_attack(target, x, y, plan: dict, summary: dict) -> dict:
-    """APGD-CE through `UnrolledSearch` on the first plan["full_gradient_n"] images, judged by the defense;
+    """APGD-CE through `UnrolledSearch` (UnrolledCMAP for CMAP) on the first plan["full_gradient_n"] images, judged by the defense;
     with the ensemble's per-image results of those images, their worst case."""
     from advlab.attacks import presets
     from advlab.evaluation.adaptive import _rate, _seed, judge
@@ -71,7 +124,8 @@ def full_gradient_attack(target, x, y, plan: dict, summary: dict) -> dict:
     t0 = time.perf_counter()
     if hasattr(target, "reseed"):
         target.reseed(_seed(plan["seed"], "unrolled"))
-    codes = judge(target, atk(UnrolledSearch(target), xs, ys), ys, plan["n_draws"], _seed(plan["seed"], "unrolled", 1))
+    unrolled = UnrolledCMAP(target) if hasattr(target, "iters") else UnrolledSearch(target)
+    codes = judge(target, atk(unrolled, xs, ys), ys, plan["n_draws"], _seed(plan["seed"], "unrolled", 1))
     setting = next(iter(plan["specs"]))
     ens = torch.tensor([f is None for f in summary["settings"][setting]["vote"]["first_broken_by"][:k]])
     own = (codes & 1 > 0).cpu()
