@@ -156,3 +156,14 @@ def test_unrolled_cmap_gradient_matches_finite_differences():
         fd = (loss(x + t * h) - loss(x - t * h)) / (2 * t)
     assert fd.dtype == torch.float64
     assert abs(fd.item() - (grad * h).sum().item()) <= 1e-4 * abs(fd.item()) + 1e-9
+
+
+def test_the_ensemble_runs_it_on_cmap_only():
+    from advlab import models
+    from advlab.evaluation.adaptive import PROFILES, build_ensemble
+    d = tiny_defense()
+    keys = [s.key for s in build_ensemble(d, 0.1, PROFILES["quick"], 0, 2)]
+    assert keys[-1] == "consistency-disruption" and keys.count("consistency-disruption") == 1
+    spec = build_ensemble(d, 0.1, PROFILES["full"], 0, 2)[-1]
+    assert spec.attack.steps == PROFILES["full"]["disruption_steps"] and spec.attack.eps == 0.1
+    assert "consistency-disruption" not in [s.key for s in build_ensemble(models.build("cnn"), 0.1, PROFILES["quick"], 0, 1)]

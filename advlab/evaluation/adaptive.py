@@ -18,6 +18,8 @@ the settings and seed its row names:
   pgd-eot[b]               PGD, 200 steps of 0.007 at 8/255 scaled to eps, EoT 20 (Lee & Kim 2023)
   square                   Square (5000 queries) on the defense's own forward: a gradient-free check
   transfer                 grey box: PGD-40 crafted on `defense.classifier` alone
+  consistency-disruption   CMAP only: the defense's own latent search turned against it (Zhang et al.;
+                           evaluation.disruption), 100 steps
 A plain classifier gets APGD-CE, APGD-DLR, PGD and Square on itself. As in AutoAttack, an attack
 runs only on the images every earlier attack left correctly classified (individual=True runs each
 on all clean-correct images instead, which gives every attack its own robust accuracy; in the
@@ -57,9 +59,9 @@ from advlab.validate import device_name
 from advlab.evaluation.unrolled import UnrolledCMAP, UnrolledSearch, full_gradient_attack  # noqa: F401 (public here too)
 
 PROFILES = {   # "full" is the protocol of issue 16; "quick" keeps a test or a lecture cell to seconds
-    "quick": dict(apgd_steps=10, pgd_steps=20, eot_iter=4, square_queries=100, transfer_steps=10, n_draws=4,
+    "quick": dict(apgd_steps=10, pgd_steps=20, eot_iter=4, square_queries=100, transfer_steps=10, disruption_steps=10, n_draws=4,
                   chunk=32, sanity_n=32, sanity_steps=20, sanity_eps=(0.3, 0.95), mono_steps=(5, 20)),
-    "full": dict(apgd_steps=100, pgd_steps=200, eot_iter=20, square_queries=5000, transfer_steps=40, n_draws=8,
+    "full": dict(apgd_steps=100, pgd_steps=200, eot_iter=20, square_queries=5000, transfer_steps=40, disruption_steps=100, n_draws=8,
                  chunk=100, sanity_n=200, sanity_steps=100, sanity_eps=(0.3, 0.5, 0.95), mono_steps=(20, 200)),
 }
 Z95 = 1.959963984540054
@@ -118,6 +120,10 @@ def build_ensemble(target, eps: float, cfg: dict, seed: int, eot_iter: int) -> l
     if _is_purifier(target):
         specs.append(Spec("transfer", None, Transfer(presets.pgd(eps, steps=cfg["transfer_steps"], **common),
                                                      target.classifier)))
+    if all(hasattr(target, a) for a in ("search", "lam", "beta", "k")):    # CMAP: its own attack (Zhang et al.)
+        from advlab.evaluation.disruption import ConsistencyDisruption
+        specs.append(Spec("consistency-disruption", None,
+                          ConsistencyDisruption(eps, steps=cfg["disruption_steps"], **common)))
     return specs
 
 
