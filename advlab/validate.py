@@ -35,6 +35,13 @@ def check_positive(v, name: str, integer: bool = False, minimum: float = 0.0, st
     return v
 
 
+def check_int(v, name: str, minimum: int = 1) -> int:
+    """v must be an int (not a bool) >= minimum; ValueError naming `name` otherwise."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError(f"{name}: must be an int >= {minimum}, got {v!r}")
+    return v
+
+
 def check_norm(norm, allowed=NORMS) -> str:
     """norm must be one of `allowed` ('linf', 'l2'); ValueError naming it otherwise."""
     if norm not in allowed:

@@ -93,7 +93,7 @@ def test_draw_bad_arguments():
     with pytest.raises(ValueError, match="variant: fmnist/hvae has the variants"):
         quality.draw("fmnist/hvae", 4, variant="temperature 2", model=_tiny("fmnist/hvae"))
     for bad in (0, -1, 2.0, True):
-        with pytest.raises(ValueError, match="n: must be a positive int"):
+        with pytest.raises(ValueError, match="n: must be an int >= 1"):
             quality.draw("fmnist/hvae", bad, model=_tiny("fmnist/hvae"))
 
 

@@ -32,6 +32,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from advlab.validate import check_int
+
 __all__ = ["SAMPLERS", "penultimate_features", "frechet_distance", "sample_stats", "draw", "measure"]
 
 CONFIDENT = 0.9   # a sample counts as "confident" when the classifier's top probability exceeds this
@@ -83,8 +85,7 @@ def draw(name: str, n: int, variant: str | None = None, seed: int = 0, model: nn
          batch_size: int = 500) -> torch.Tensor:
     """n samples (n, 1, 28, 28) in [0, 1] of the zoo generator `name` (its first variant unless `variant`
     is given), drawn on the CPU from a generator seeded with `seed`; `model` skips loading from the zoo."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n: must be a positive int, got {n!r}")
+    check_int(n, "n")
     variants = _variants(name)
     variant = variants[0] if variant is None else variant
     if variant not in variants:

@@ -56,17 +56,13 @@ import math
 import torch
 import torch.nn as nn
 
+from advlab.validate import check_int
+
 # SmallCNN (advlab.models): its three conv layers and their output shapes on 28x28 inputs
 SMALLCNN_LAYERS = ("features.0", "features.4.0", "features.5.0")
 SMALLCNN_SHAPES = ((32, 28, 28), (64, 14, 14), (64, 14, 14))
 # the training split's statistics, to standardise the encoder's input (advlab.models.MEAN_STD)
 _MEAN, _STD = 0.2860, 0.3530
-
-
-def _check_int(name: str, v, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{name}: must be an int >= {minimum}, got {v!r}")
-    return v
 
 
 def _check_number(name: str, v, positive: bool = False, maximum: float | None = None) -> float:
@@ -168,7 +164,7 @@ class CARSOModel(nn.Module):
         super().__init__()
         for name, v in (("latent_dim", latent_dim), ("fc_repr", fc_repr), ("width", width),
                         ("enc_width", enc_width), ("channels", channels)):
-            _check_int(name, v)
+            check_int(v, name)
         self.condition_shapes = _check_shapes(condition_shapes)
         self.layers = tuple(str(n) for n in layers)
         if len(self.layers) != len(self.condition_shapes):

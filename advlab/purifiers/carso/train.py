@@ -46,9 +46,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from advlab.generative.losses import kl_divergence
-from advlab.purifiers.carso.model import (SMALLCNN_LAYERS, SMALLCNN_SHAPES, CARSOModel, _check_int, _check_number,
+from advlab.purifiers.carso.model import (SMALLCNN_LAYERS, SMALLCNN_SHAPES, CARSOModel, _check_number,
                                           _check_shapes, classifier_features, feature_shapes)
-from advlab.validate import device_name
+from advlab.validate import check_int, device_name
 
 # the four attack settings of an adversarially balanced batch: (name, attack, fraction of eps); kind k+1
 SETTINGS = (("pgd_half", "pgd", 0.5), ("pgd_full", "pgd", 1.0), ("fgsm_half", "fgsm", 0.5), ("fgsm_full", "fgsm", 1.0))
@@ -95,7 +95,7 @@ def check_config(cfg: CARSOConfig) -> None:
     """ValueError naming the first field of a CARSOConfig that is out of range."""
     for name in ("latent_dim", "fc_repr", "width", "enc_width", "pgd_steps", "pool_pgd_n", "pool_fgsm_n",
                  "pool_chunk", "iters", "batch_size", "log_every", "ckpt_every", "eval_n"):
-        _check_int(name, getattr(cfg, name))
+        check_int(getattr(cfg, name), name)
     for name in ("eps", "pgd_alpha", "lr"):
         _check_number(name, getattr(cfg, name), positive=True)
     for name in ("adv_fraction", "warmup", "plateau", "beta_start", "beta_ramp"):

@@ -28,19 +28,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from advlab.validate import check_int
+
 SIGMA_MIN, SIGMA_MAX, SIGMA_DATA, RHO = 0.002, 80.0, 0.5, 7.0
-
-
-def _check_int(name: str, v, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{name}: must be an int >= {minimum}, got {v!r}")
-    return v
 
 
 def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA_MAX, rho: float = RHO) -> torch.Tensor:
     """The n noise levels of Karras et al., ascending: (sigma_min^(1/rho) + i/(n-1) (sigma_max^(1/rho) -
     sigma_min^(1/rho)))^rho for i = 0..n-1, float64 (n,)."""
-    _check_int("n", n, minimum=2)
+    check_int(n, "n", minimum=2)
     i = torch.arange(n, dtype=torch.float64) / (n - 1)
     return (sigma_min ** (1 / rho) + i * (sigma_max ** (1 / rho) - sigma_min ** (1 / rho))) ** rho
 
@@ -116,9 +112,9 @@ class ConsistencyModel(nn.Module):
 
     def __init__(self, channels: int = 1, width: int = 32, emb_dim: int = 128, dropout: float = 0.0):
         super().__init__()
-        _check_int("channels", channels)
-        _check_int("width", width, minimum=8)
-        _check_int("emb_dim", emb_dim, minimum=4)
+        check_int(channels, "channels")
+        check_int(width, "width", minimum=8)
+        check_int(emb_dim, "emb_dim", minimum=4)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ValueError(f"dropout: must be a number in [0, 1), got {dropout!r}")
         self.channels, self.width, self.emb_dim, self.dropout = channels, width, emb_dim, float(dropout)
@@ -136,7 +132,7 @@ class ConsistencyModel(nn.Module):
 
     def draw_latents(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """n latents z ~ N(0, T^2 I), T = sigma_max: (n, C, 28, 28), drawn on the CPU from `generator`."""
-        _check_int("n", n)
+        check_int(n, "n")
         return (torch.randn(n, *self.latent_shape, generator=generator) * self.sigma_max).to(
             device or next(self.parameters()).device)
 

@@ -28,7 +28,6 @@ are separate attacks (advlab.evaluation).
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -36,7 +35,7 @@ import torch.nn as nn
 
 from advlab.purifiers.base import Purifier
 from advlab.purifiers.voting import aggregate
-from advlab.validate import check_fit, eval_mode
+from advlab.validate import check_fit, check_int, check_positive, eval_mode
 
 
 class CMAPSearch(NamedTuple):
@@ -44,14 +43,6 @@ class CMAPSearch(NamedTuple):
     u: torch.Tensor          # (K, N, C, H, W) the standardised latents
     loss: torch.Tensor       # (K, N) final reconstruction loss per latent (MAE + lam (1 - SSIM))
     curve: torch.Tensor      # (iters, N) the per-image objective L at every step (before the update)
-
-
-def _positive(name: str, v, integer: bool = False, zero_ok: bool = False):
-    bad = isinstance(v, bool) or not isinstance(v, int if integer else (int, float)) or not math.isfinite(v) \
-        or v < 0 or (v == 0 and not zero_ok)
-    if bad:
-        raise ValueError(f"{name}: must be a{'n int' if integer else ' finite number'} {'>=' if zero_ok else '>'} 0, got {v!r}")
-    return v
 
 
 def reconstruction_loss(images: torch.Tensor, x: torch.Tensor, lam: float) -> torch.Tensor:
@@ -93,12 +84,12 @@ class CMAP(Purifier):
             raise ValueError(f"generator: expected a module with generate, latent_shape and sigma_max (e.g. "
                              f"advlab.purifiers.cmap.model.ConsistencyModel), got {type(generator).__name__}")
         self.generator = generator
-        self.k = _positive("k", k, integer=True)
-        self.iters = _positive("iters", iters, integer=True, zero_ok=True)
-        self.lr = float(_positive("lr", lr))
-        self.lam = float(_positive("lam", lam, zero_ok=True))
-        self.beta = float(_positive("beta", beta, zero_ok=True))
-        self.batch_size = _positive("batch_size", batch_size, integer=True)
+        self.k = check_int(k, "k")
+        self.iters = check_int(iters, "iters", minimum=0)
+        self.lr = float(check_positive(lr, "lr"))
+        self.lam = float(check_positive(lam, "lam", strict=False))
+        self.beta = float(check_positive(beta, "beta", strict=False))
+        self.batch_size = check_int(batch_size, "batch_size")
 
     def settings(self) -> dict:
         return super().settings() | {"k": self.k, "iters": self.iters, "lr": self.lr, "lam": self.lam, "beta": self.beta}

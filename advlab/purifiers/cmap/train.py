@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from advlab.purifiers.cmap.model import ConsistencyModel, _check_int, karras_sigmas
+from advlab.purifiers.cmap.model import ConsistencyModel, karras_sigmas
+from advlab.validate import check_int
 
 P_MEAN, P_STD, S0, S1 = -1.1, 2.0, 10, 1280
 
@@ -57,7 +58,7 @@ class CTConfig:
 def check_config(cfg: CTConfig) -> None:
     """ValueError naming the first field of a CTConfig that is out of range."""
     for name in ("width", "emb_dim", "iters", "batch_size", "log_every", "ckpt_every", "eval_n"):
-        _check_int(name, getattr(cfg, name))
+        check_int(getattr(cfg, name), name)
     for name, v, lo, hi in (("dropout", cfg.dropout, 0, 1), ("lr", cfg.lr, 0, math.inf), ("ema_decay", cfg.ema_decay, 0, 1)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v < hi \
                 or (name == "lr" and v == 0):

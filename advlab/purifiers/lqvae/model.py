@@ -83,16 +83,10 @@ import torch
 import torch.nn as nn
 
 from advlab.generative.blocks import Generator
-from advlab.validate import check_images, eval_mode
+from advlab.validate import check_images, check_int, eval_mode
 
 RELAXATIONS = ("soft", "straight-through")
 PENALTIES = ("projection", "jacobian")
-
-
-def _check_int(name: str, v, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{name}: must be an int >= {minimum}, got {v!r}")
-    return v
 
 
 def _check_number(name: str, v, positive: bool = False) -> float:
@@ -114,7 +108,7 @@ class Quantiser(nn.Module):
 
     def __init__(self, levels: int = 2, span: float = 1.0, relax: str = "soft", temperature: float = 0.5):
         super().__init__()
-        self.levels = _check_int("levels", levels, minimum=2)
+        self.levels = check_int(levels, "levels", minimum=2)
         self.span = _check_number("span", span, positive=True)
         if relax not in RELAXATIONS:
             raise ValueError(f"relax: must be one of {RELAXATIONS}, got {relax!r}")
@@ -175,7 +169,7 @@ class LQVAEModel(nn.Module):
                  span: float = 1.0, relax: str = "soft", temperature: float = 0.5):
         super().__init__()
         for name, v in (("latent_dim", latent_dim), ("width", width), ("channels", channels)):
-            _check_int(name, v)
+            check_int(v, name)
         self.latent_dim, self.width, self.channels = latent_dim, width, channels
         self.quantiser = Quantiser(levels, span, relax, temperature)
         self.encoder = Encoder(latent_dim, width, channels)

@@ -14,8 +14,9 @@ import torch
 import torch.nn as nn
 
 from advlab.generative.losses import kl_divergence
-from advlab.purifiers.lqvae.model import (PENALTIES, RELAXATIONS, LQVAEModel, _check_int, _check_number,
+from advlab.purifiers.lqvae.model import (PENALTIES, RELAXATIONS, LQVAEModel, _check_number,
                                           gradient_norm, lipschitz_penalty)
+from advlab.validate import check_int
 
 
 @dataclass
@@ -46,8 +47,8 @@ class LQVAEConfig:
 def check_config(cfg: LQVAEConfig) -> None:
     """ValueError naming the first field of the LQ-VAE config that is out of range."""
     for name in ("latent_dim", "width", "iters", "batch_size", "log_every", "ckpt_every", "eval_n"):
-        _check_int(name, getattr(cfg, name))
-    _check_int("levels", cfg.levels, minimum=2)
+        check_int(getattr(cfg, name), name)
+    check_int(cfg.levels, "levels", minimum=2)
     for name in ("span", "temperature", "lr"):
         _check_number(name, getattr(cfg, name), positive=True)
     for name in ("lipschitz_k", "lipschitz_weight", "kl_weight"):

@@ -48,14 +48,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from advlab.validate import check_int
+
 SIZES = (4, 7, 14)           # latent map size per level, coarsest first
 LOG2 = math.log(2.0)
-
-
-def _check_int(name: str, v, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError(f"{name}: must be an int >= {minimum}, got {v!r}")
-    return v
 
 
 def soft_clamp(x: torch.Tensor, bound: float = 3.0) -> torch.Tensor:
@@ -99,12 +95,12 @@ class HVAEModel(nn.Module):
 
     def __init__(self, width: int = 64, z_channels=(8, 4, 2), channels: int = 1):
         super().__init__()
-        _check_int("width", width, minimum=4)
-        _check_int("channels", channels)
+        check_int(width, "width", minimum=4)
+        check_int(channels, "channels")
         if not isinstance(z_channels, (list, tuple)) or len(z_channels) != len(SIZES):
             raise ValueError(f"z_channels: expected {len(SIZES)} ints (one per level, coarsest first), got {z_channels!r}")
         for k in z_channels:
-            _check_int("z_channels", k)
+            check_int(k, "z_channels")
         self.width, self.channels = width, channels
         self.z_channels = tuple(int(k) for k in z_channels)
         self.n_levels = len(SIZES)
@@ -205,7 +201,7 @@ class HVAEModel(nn.Module):
     #    x' = to_image(s))
     def start(self, n: int) -> torch.Tensor:
         """The top-down state before level 1: the learned constant, (n, c4, 4, 4)."""
-        return self.s0.expand(_check_int("n", n), -1, -1, -1)
+        return self.s0.expand(check_int(n, "n"), -1, -1, -1)
 
     def level_latents(self, i: int, s: torch.Tensor, h: torch.Tensor, temperature: float = 0.6,
                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,7 +249,7 @@ class HVAEModel(nn.Module):
 
     def sample(self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
         """n decoder means of ancestral samples z_i ~ p(z_i | z_<i) at `temperature`, (n, C, 28, 28) in [0, 1]."""
-        _check_int("n", n)
+        check_int(n, "n")
         logits, _ = self.top_down(None, "prior", n=n, temperature=temperature, generator=generator)
         return torch.sigmoid(logits)
 

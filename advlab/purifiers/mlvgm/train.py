@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 
 from advlab.generative.blocks import make_ema
-from advlab.purifiers.mlvgm.model import LOG2, HVAEModel, _check_int
-from advlab.validate import device_name
+from advlab.purifiers.mlvgm.model import LOG2, HVAEModel
+from advlab.validate import check_int, device_name
 
 
 @dataclass
@@ -61,9 +61,9 @@ class HVAEConfig:
 def check_config(cfg: HVAEConfig) -> None:
     """ValueError naming the first field of the HVAE config that is out of range."""
     for name in ("width", "iters", "batch_size", "log_every", "ckpt_every", "eval_n"):
-        _check_int(name, getattr(cfg, name))
+        check_int(getattr(cfg, name), name)
     for name in ("lr_warmup", "kl_warmup"):
-        _check_int(name, getattr(cfg, name), minimum=0)
+        check_int(getattr(cfg, name), name, minimum=0)
     if not isinstance(cfg.z_channels, (list, tuple)) or len(cfg.z_channels) != 3:
         raise ValueError(f"z_channels: expected 3 ints (coarsest level first), got {cfg.z_channels!r}")
     fb = cfg.free_bits

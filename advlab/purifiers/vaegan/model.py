@@ -44,12 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from advlab.generative.blocks import Generator
-
-
-def _check_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name}: must be a positive int, got {v!r}")
-    return v
+from advlab.validate import check_int
 
 
 class Encoder(nn.Module):
@@ -105,7 +100,7 @@ class VAEGAN(nn.Module):
     def __init__(self, latent_dim: int = 128, width: int = 32, channels: int = 1):
         super().__init__()
         for name, v in (("latent_dim", latent_dim), ("width", width), ("channels", channels)):
-            _check_int(name, v)
+            check_int(v, name)
         self.latent_dim, self.width, self.channels = latent_dim, width, channels
         self.encoder = Encoder(latent_dim, width, channels)
         self.decoder = Generator(latent_dim, width, channels)

@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from advlab.generative.losses import kl_divergence
-from advlab.purifiers.vaegan.model import VAEGAN, _check_int
+from advlab.purifiers.vaegan.model import VAEGAN
+from advlab.validate import check_int
 
 
 @dataclass
@@ -42,7 +43,7 @@ class VAEGANConfig:
 def check_config(cfg: VAEGANConfig) -> None:
     """ValueError naming the first field of the VAE-GAN config that is out of range."""
     for name in ("latent_dim", "width", "iters", "batch_size", "log_every", "ckpt_every", "eval_n"):
-        _check_int(name, getattr(cfg, name))
+        check_int(getattr(cfg, name), name)
     for name in ("gamma", "kl_weight", "pixel_weight", "lr"):
         v = getattr(cfg, name)
         if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
