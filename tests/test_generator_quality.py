@@ -108,3 +108,24 @@ def test_sample_stats():
     assert st["class_hist"] == [0, 0, 0, 20, 0, 30, 0, 0, 0, 0]
     assert st["fd"] == pytest.approx(0.0, abs=1e-6)
     assert math.isfinite(quality.sample_stats(feats, probs, feats + 1)["fd"])
+
+
+def test_readme_quotes_the_recorded_sample_quality():
+    import json
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    rec_path = root / "docs" / "results" / "generator_quality.json"
+    if not rec_path.exists():
+        pytest.skip("no record (python -m advlab.generative.quality)")
+    rec = json.loads(rec_path.read_text())
+    first = {}
+    for r in rec["rows"]:
+        if "fd" in r:
+            first.setdefault(r["generator"], r)          # the first variant is the one README quotes first
+    readme = (root / "README.md").read_text()
+    for name, r in first.items():
+        m = re.search(rf"{re.escape(name)} FD ([0-9.]+) \(([0-9]+)%", readme)
+        assert m, f"README quotes no FD for {name}"
+        assert float(m.group(1)) == round(r["fd"], 1) and int(m.group(2)) == round(100 * r["confident"]), name
+    assert f"is {rec['real_floor']['fd']:.2f}" in readme
