@@ -5,20 +5,25 @@
 #   bash scripts/gpu_session.sh confirm SECONDS  # the chosen defaults re-measured, paper tables again
 #   bash scripts/gpu_session.sh honest SECONDS   # the adaptive ensembles a CPU cannot afford (CARSO, MLVGM, Defense-GAN)
 #   bash scripts/gpu_session.sh generators SECONDS  # CMAP's consistency model (consistency training from scratch)
+#   bash scripts/gpu_session.sh all SECONDS      # one session's GPU work at once (a 15-minute device budget):
+#        the consistency model, TRADES retrained for 20 epochs and its ensemble record, the CARSO and MLVGM
+#        ensembles on 1000 (resumable chunks), packed into $OUT when SECONDS run out or every job is done.
+#        PROFILE=quick DEVICE=cpu runs the same jobs tiny, as a CPU smoke test of the script.
 #   bash scripts/gpu_session.sh wait SECONDS     # wait (printing progress), then pack results into $OUT
-# Needs the Fashion-MNIST .gz files in .carry/fmnist/ (ignored; named in the device call's carry).
+# Needs the Fashion-MNIST .gz files in .carry/fmnist/ (ignored; named in the device call's carry), and for CMAP a
+# pytorch-msssim wheel in .carry/wheels/ (`pip download --no-deps pytorch-msssim -d .carry/wheels`).
 # start/sweep/confirm copy the tree to /tmp/gpuwork and the jobs write into that copy's zoo (weights,
 # manifest) and build/{reports,eval,gpu}; `wait` and the end of each mode pack them into $OUT.
 set -u
 # the jobs run in a private copy of the tree: a later device call re-syncs the checkout itself
 WORK=/tmp/gpuwork
 if [ "${1:-}" = start ] || [ "${1:-}" = sweep ] || [ "${1:-}" = confirm ] || [ "${1:-}" = honest ] \
-    || [ "${1:-}" = generators ]; then
+    || [ "${1:-}" = generators ] || [ "${1:-}" = all ]; then
   REPO=$(cd "$(dirname "$0")/.." && pwd)
-  rm -rf $WORK && cp -a "$REPO" $WORK
+  rm -rf $WORK && mkdir -p $WORK && tar -C "$REPO" --exclude=./.venv -cf - . | tar -C $WORK -xf -   # not a local venv
 fi
 cd $WORK || exit 1
-export ADVLAB_DATA=/tmp/advlab_data PYTHONUNBUFFERED=1 PYTHONPATH=$WORK
+export ADVLAB_DATA=${ADVLAB_DATA:-/tmp/advlab_data} PYTHONUNBUFFERED=1 PYTHONPATH=$WORK
 LOG=build/gpu
 ADV="python -m advlab.cli"
 mkdir -p $LOG build/reports
@@ -29,6 +34,8 @@ setup() {
     b=$(basename "$f" .gz); gunzip -c "$f" > $ADVLAB_DATA/FashionMNIST/raw/$b
   done
   # evaluation-only runs may carry the t10k files alone: data.prepare_fashion_mnist(split="test") is content
+  # wheels the device image lacks (pytorch-msssim for CMAP; papermill, torchattacks): carried in .carry/wheels
+  if ls .carry/wheels/*.whl > /dev/null 2>&1; then pip install -q --no-deps .carry/wheels/*.whl; fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python -c "import torch, advlab; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 }
@@ -105,6 +112,20 @@ generators() {  # the zoo's consistency model (CMAP); its checkpoint lands in bu
   waitfor "${1:-500}"
 }
 
+all() {  # PROFILE / DEVICE: full / cuda by default; quick / cpu for a smoke test of the script
+  local p=${PROFILE:-full} dev=${DEVICE:-cuda} n=1000 chk=""
+  [ "$p" = quick ] && n=8 && chk="--sanity-n 4"
+  if [ "$dev" = cuda ]; then setup || exit 1; fi
+  job consistency "$ADV train fmnist/consistency --profile $p --device $dev"
+  job trades "$ADV train fmnist/trades --profile $p --set epochs=$([ $p = quick ] && echo 1 || echo 20) --device $dev && \
+    $ADV evaluate fmnist/trades --attack autoattack --n $n --chunk 1000 --device $dev --record && \
+    $ADV adaptive fmnist/trades --n $n --profile $p $chk --device $dev --out build/reports --record"
+  job carso "$ADV adaptive carso --n $n --profile $p $chk --device $dev --out build/reports --record"
+  job mlvgm "$ADV adaptive mlvgm --classifier fmnist/pgd-at --set alphas=cosine --set scale=0.7 --n $n --profile $p \
+    $chk --device $dev --out build/reports --record"
+  waitfor "${1:-500}"
+}
+
 waitfor() {
   local limit=$1 t0=$SECONDS
   while (( SECONDS - t0 < limit )); do
@@ -113,14 +134,14 @@ waitfor() {
     sleep 20
   done
   for f in $LOG/*.log; do echo "== $f"; tr '\r' '\n' < $f | grep -v '^\s*$' | tail -4; done
-  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+  if command -v nvidia-smi > /dev/null; then nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv; fi
   pack
 }
 
 pack() {
   [ -n "${OUT:-}" ] || return 0
   # weights files are named by their hash (zoo.save): read each one's name from its manifest
-  for w in vaegan lqvae fgsm-at; do
+  for w in vaegan lqvae fgsm-at trades consistency; do
     f=$(python -c "from advlab import zoo; print(zoo.info('fmnist/$w')['file'])" 2>/dev/null) \
       && [ -f "advlab/zoo/$f" ] && cp "advlab/zoo/$f" $OUT/
   done
@@ -128,7 +149,7 @@ pack() {
     f=$(ADVLAB_ZOO=$d python -c "from advlab import zoo; print(zoo.info('fmnist/lqvae')['file'])" 2>/dev/null) \
       && [ -f "$d/$f" ] && cp "$d/$f" $OUT/$(basename $d).safetensors
   done
-  tar czf $OUT/results.tgz advlab/zoo/manifest.json build/reports build/eval build/adaptive docs/results/records $LOG \
+  tar czf $OUT/results.tgz advlab/zoo/manifest.json build/reports build/eval build/adaptive docs/results $LOG \
     $(ls advlab/zoo/weights/fmnist__consistency* build/checkpoints/fmnist__consistency* 2>/dev/null) 2>/dev/null
   ls -la $OUT
 }
@@ -139,6 +160,7 @@ case "${1:-}" in
   confirm) confirm "${2:-500}" ;;
   honest) honest "${2:-500}" ;;
   generators) generators "${2:-500}" ;;
+  all) all "${2:-500}" ;;
   wait) waitfor "${2:-500}" ;;
   *) echo "usage: $0 start|sweep|confirm|honest|generators|wait SECONDS" >&2; exit 2 ;;
 esac
