@@ -6,7 +6,7 @@
 #   bash scripts/gpu_session.sh honest SECONDS   # the adaptive ensembles a CPU cannot afford (CARSO, MLVGM, Defense-GAN)
 #   bash scripts/gpu_session.sh generators SECONDS  # CMAP's consistency model (consistency training from scratch)
 #   bash scripts/gpu_session.sh all SECONDS      # one session's GPU work at once (a 15-minute device budget):
-#        the consistency model, TRADES retrained for 20 epochs and its ensemble record, the CARSO and MLVGM
+#        the consistency model and CMAP's search on it, TRADES retrained for 20 epochs and its ensemble record, the CARSO and MLVGM
 #        ensembles on 1000 (resumable chunks), packed into $OUT when SECONDS run out or every job is done.
 #        PROFILE=quick DEVICE=cpu runs the same jobs tiny, as a CPU smoke test of the script.
 #   bash scripts/gpu_session.sh wait SECONDS     # wait (printing progress), then pack results into $OUT
@@ -116,7 +116,9 @@ all() {  # PROFILE / DEVICE: full / cuda by default; quick / cpu for a smoke tes
   local p=${PROFILE:-full} dev=${DEVICE:-cuda} n=1000 chk=""
   [ "$p" = quick ] && n=8 && chk="--sanity-n 4"
   if [ "$dev" = cuda ]; then setup || exit 1; fi
-  job consistency "$ADV train fmnist/consistency --profile $p --device $dev"
+  job consistency "$ADV train fmnist/consistency --profile $p --device $dev && \
+    $([ $p = quick ] && echo ADVLAB_ZOO=build/zoo) python -m advlab.purifiers.cmap.search --device $dev \
+      $([ $p = quick ] && echo --quick --n-val 4 --out build/reports || echo --n-val 200)"
   job trades "$ADV train fmnist/trades --profile $p --set epochs=$([ $p = quick ] && echo 1 || echo 20) --device $dev && \
     $ADV evaluate fmnist/trades --attack autoattack --n $n --chunk 1000 --device $dev --record && \
     $ADV adaptive fmnist/trades --n $n --profile $p $chk --device $dev --out build/reports --record"
@@ -149,7 +151,7 @@ pack() {
     f=$(ADVLAB_ZOO=$d python -c "from advlab import zoo; print(zoo.info('fmnist/lqvae')['file'])" 2>/dev/null) \
       && [ -f "$d/$f" ] && cp "$d/$f" $OUT/$(basename $d).safetensors
   done
-  tar czf $OUT/results.tgz advlab/zoo/manifest.json build/reports build/eval build/adaptive docs/results $LOG \
+  tar czf $OUT/results.tgz advlab/zoo/manifest.json build/reports build/eval build/adaptive build/cmap_search docs/results $LOG \
     $(ls advlab/zoo/weights/fmnist__consistency* build/checkpoints/fmnist__consistency* 2>/dev/null) 2>/dev/null
   ls -la $OUT
 }

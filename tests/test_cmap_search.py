@@ -1,0 +1,55 @@
+"""advlab.purifiers.cmap.search: the settings it visits, the choice rule, and a run on a tiny untrained model
+(every row measured, cached and resumed, the Markdown)."""
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from advlab.purifiers.cmap import search
+from advlab.purifiers.cmap.model import ConsistencyModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_points_are_one_at_a_time_around_the_defaults():
+    pts = search.points()
+    assert len(pts) == len({json.dumps(p, sort_keys=True) for p in pts}) == 17
+    assert search.DEFAULTS in pts
+    for p in pts:
+        changed = {k for k in p if p[k] != search.DEFAULTS[k]}
+        assert len(changed) <= 1 or changed == {"iters", "beta"}
+    assert {p["k"] for p in pts} == {4, 8, 16}
+    for beta in (0.0, search.DEFAULTS["beta"]):   # the iteration curve with and without the distribution term
+        assert sorted(p["iters"] for p in pts if p["beta"] == beta and p["k"] == 8 and p["lam"] == 1.0) == search.ITERS
+
+
+def test_choose_prefers_grey_box_above_the_clean_bar():
+    rows = [{"clean_acc": 0.9, "grey_box_acc": 0.3}, {"clean_acc": 0.82, "grey_box_acc": 0.5},
+            {"clean_acc": 0.7, "grey_box_acc": 0.9}]
+    assert search.choose(rows) == rows[1]
+    low = [{"clean_acc": 0.5, "grey_box_acc": 0.4}, {"clean_acc": 0.6, "grey_box_acc": 0.1}]
+    assert search.choose(low) == low[1]
+
+
+def test_run_measures_caches_and_resumes(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    gen = ConsistencyModel(width=8, emb_dim=16).eval()
+    torch.manual_seed(1)
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+    x = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3, 4, 5])
+    settings = [{"k": 2, "iters": 2, "lam": 1.0, "beta": 0.1}, {"k": 2, "iters": 3, "lam": 0.0, "beta": 0.0}]
+    rep = search.run(gen, clf, x, y, settings, state_dir=tmp_path, progress=False)
+    assert [{k: r[k] for k in ("k", "iters", "lam", "beta")} for r in rep["rows"]] == settings
+    for r in rep["rows"]:
+        assert 0 <= r["clean_acc"] <= 1 and 0 <= r["grey_box_acc"] <= 1 and r["seconds_per_image"] > 0
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    # a rerun reads the saved rows instead of searching again
+    monkeypatch.setattr(search, "measure", lambda *a, **k: pytest.fail("measured again"))
+    again = search.run(gen, clf, x, y, settings, state_dir=tmp_path, progress=False)
+    assert again["rows"] == rep["rows"] and again["chosen"] == search.choose(rep["rows"])
+    rep |= {"command": "python -m advlab.purifiers.cmap.search --n-val 6", "device": "cpu", "seconds": 1.0}
+    md = search.format_markdown(rep)
+    assert "| 2 | 3 | 0 | 0 |" in md
+    assert ("no point reaches 80% clean" in md) == (rep["chosen"]["clean_acc"] < 0.8)
