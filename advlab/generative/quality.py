@@ -173,7 +173,7 @@ def measure(name: str, n: int = 10000, variant: str | None = None, classifier: s
 
 def format_markdown(rep: dict) -> str:
     """The record as the Markdown table of docs/results/generator_quality.md."""
-    lines = [f"# Sample quality of the zoo's generators\n",
+    lines = ["# Sample quality of the zoo's generators\n",
              f"Command: `{rep['command']}` ({rep['device']}, {rep['seconds']:.0f} s). Features: the input of "
              f"`{rep['classifier']}`'s last Linear layer; reference: {rep['n']} test images (seed {rep['seed']}); "
              f"confident: top probability > {CONFIDENT}.\n",
@@ -194,12 +194,10 @@ def format_markdown(rep: dict) -> str:
 def main(argv=None) -> int:
     """The command line of the module docstring; writes docs/results/generator_quality.{json,md} (or under --out)."""
     import argparse
-    import json
-    import platform
     import sys
-    from pathlib import Path
 
     from advlab import data, zoo
+    from advlab.validate import device_name
     from advlab.zoo import atomic
 
     p = argparse.ArgumentParser(prog="python -m advlab.generative.quality",
@@ -236,13 +234,10 @@ def main(argv=None) -> int:
         rep["rows"].append(row)
         print(row if "skipped" in row else {k: row[k] for k in ("generator", "variant", "fd", "confident")},
               flush=True)
-    rep["device"] = f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} thread(s)"
+    rep["device"] = device_name(torch.device("cpu"), cpu_model=True)
     rep["seconds"] = round(time.perf_counter() - t0, 1)
     rep["command"] = "python -m advlab.generative.quality " + " ".join(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out) / "generator_quality"
-    atomic.write_text(out.with_suffix(".json"), json.dumps(rep, indent=1) + "\n")
-    atomic.write_text(out.with_suffix(".md"), format_markdown(rep))
-    print(f"written: {out}.json and .md")
+    atomic.write_report(args.out, "generator_quality", rep, format_markdown(rep))
     return 0
 
 

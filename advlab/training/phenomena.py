@@ -90,8 +90,8 @@ def frontier(cfg: PhenomenaConfig, progress: bool = True) -> list[dict]:
 def overfitting(cfg: PhenomenaConfig, progress: bool = True) -> list[dict]:
     """The two FGSM-AT runs: {"label", "random_init", "alpha", "monitor": [...], "flagged_step", "seconds"}."""
     out = []
-    for label, random_init, alpha in ((f"FGSM-AT, start at x, step eps", False, cfg.co_eps),
-                                      (f"FGSM-AT, random start, step 1.25 eps", True, 1.25 * cfg.co_eps)):
+    for label, random_init, alpha in (("FGSM-AT, start at x, step eps", False, cfg.co_eps),
+                                      ("FGSM-AT, random start, step 1.25 eps", True, 1.25 * cfg.co_eps)):
         t0 = time.perf_counter()
         at = ATConfig(method="fgsm", eps=cfg.co_eps, alpha=alpha, random_init=random_init,
                       **dict(_common(cfg), n_train=cfg.co_train, epochs=cfg.co_epochs,
@@ -142,11 +142,9 @@ def format_markdown(rec: dict) -> str:
 def main(argv=None) -> int:
     """The command line of the module docstring; writes docs/results/at_phenomena.{json,md} (or under --out)."""
     import argparse
-    import json
-    import platform
     import sys
-    from pathlib import Path
 
+    from advlab.validate import device_name
     from advlab.zoo import atomic
 
     p = argparse.ArgumentParser(prog="python -m advlab.training.phenomena",
@@ -158,13 +156,10 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rec = run(QUICK if args.quick else PhenomenaConfig())
-    rec["device"] = f"CPU ({platform.processor() or platform.machine()}), {torch.get_num_threads()} thread(s)"
+    rec["device"] = device_name(torch.device("cpu"), cpu_model=True)
     rec["torch"] = torch.__version__
     rec["command"] = "python -m advlab.training.phenomena " + " ".join(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out) / "at_phenomena"
-    atomic.write_text(out.with_suffix(".json"), json.dumps(rec, indent=1) + "\n")
-    atomic.write_text(out.with_suffix(".md"), format_markdown(rec))
-    print(f"written: {out}.json and .md")
+    atomic.write_report(args.out, "at_phenomena", rec, format_markdown(rec))
     return 0
 
 

@@ -48,6 +48,16 @@ def write_json(path: str | Path, obj, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def write_report(folder: str | Path, name: str, record: dict, markdown: str) -> Path:
+    """A recorded result as folder/name.json (indent 1) and its Markdown folder/name.md, each written
+    atomically; prints where they went and returns the json's path."""
+    out = Path(folder) / name
+    write_text(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
+    write_text(out.with_suffix(".md"), markdown)
+    print(f"written: {out}.json and .md")
+    return out.with_suffix(".json")
+
+
 def save_safetensors(tensors: dict, path: str | Path, metadata: dict | None = None) -> Path:
     """safetensors.torch.save_file, but atomic (the bytes are built in memory first)."""
     from safetensors.torch import save

@@ -32,10 +32,8 @@ the exact config; the pool is cached on its own.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field

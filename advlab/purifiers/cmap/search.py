@@ -153,10 +153,7 @@ def main(argv=None) -> int:
     rep |= {"generator_sha256": zoo.info("fmnist/consistency")["sha256"], "classifier": args.classifier,
             "device": device_name(torch.device(args.device), cpu_model=True), "seconds": round(time.perf_counter() - t0, 1),
             "command": "python -m advlab.purifiers.cmap.search " + " ".join(sys.argv[1:] if argv is None else argv)}
-    out = Path(args.out) / "cmap_search"
-    atomic.write_text(out.with_suffix(".json"), json.dumps(rep, indent=1) + "\n")
-    atomic.write_text(out.with_suffix(".md"), format_markdown(rep))
-    print(f"written: {out}.json and .md")
+    atomic.write_report(args.out, "cmap_search", rep, format_markdown(rep))
     return 0
 
 

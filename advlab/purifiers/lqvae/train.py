@@ -5,17 +5,14 @@ advlab.purifiers.lqvae.model's docstring).
 """
 from __future__ import annotations
 
-import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 from advlab.generative.losses import kl_divergence
 from advlab.purifiers.lqvae.model import (PENALTIES, RELAXATIONS, LQVAEModel, _check_number,
-                                          gradient_norm, lipschitz_penalty)
+                                          gradient_norm)
 from advlab.validate import check_int
 
 

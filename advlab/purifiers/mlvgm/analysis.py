@@ -14,7 +14,6 @@ docs/results/mlvgm_analysis.{json,md}; the lecture reads that record and runs sm
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 
@@ -192,7 +191,6 @@ def format_markdown(rep: dict) -> str:
 def main(argv=None) -> int:
     """python -m advlab.purifiers.mlvgm.analysis [--n-curves 100] [--vectors 64] [--eot 4] [--steps 20] [--threads 1]"""
     import argparse
-    import json
     import shlex
     import sys
     p = argparse.ArgumentParser(prog="python -m advlab.purifiers.mlvgm.analysis", description=main.__doc__)
@@ -214,11 +212,8 @@ def main(argv=None) -> int:
     rep = run(n_curves=args.n_curves, n_val=args.n_val, n_vectors=args.vectors, eot=args.eot, steps=args.steps,
               seed=args.seed, command=command)
     from advlab.zoo import atomic
-    out = Path(args.out) / "mlvgm_analysis"
-    atomic.write_text(out.with_suffix(".json"), json.dumps(rep, indent=1) + "\n")
-    atomic.write_text(out.with_suffix(".md"), format_markdown(rep))
     print(format_markdown(rep))
-    print(f"written: {out}.json and .md")
+    atomic.write_report(args.out, "mlvgm_analysis", rep, format_markdown(rep))
     return 0
 
 

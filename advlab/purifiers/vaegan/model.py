@@ -37,11 +37,9 @@ Train it with `advlab train fmnist/vaegan --profile full` (GPU recommended).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from advlab.generative.blocks import Generator
 from advlab.validate import check_int
