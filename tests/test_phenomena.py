@@ -43,10 +43,13 @@ def test_shipped_record_shows_what_lecture_03_teaches():
     robust = [p for p in rec["frontier"] if p["method"] != "standard"]
     # the trade-off: every adversarially trained model is more robust and less accurate than standard training
     assert all(p["pgd_acc"] > std["pgd_acc"] and p["clean_acc"] < std["clean_acc"] for p in robust)
-    # catastrophic overfitting: the run started at x is flagged, and after the flag its PGD accuracy is below
-    # half its best while its FGSM accuracy is at least what it was at the best check
+    # catastrophic overfitting: the run started at x is flagged; at the flagged check its PGD accuracy is below half
+    # its best while FGSM accuracy is at least what it was at the best check; at the end FGSM accuracy is far above
+    # PGD accuracy (robustness against the one step it trains on only)
     plain = rec["overfitting"][0]
     assert plain["random_init"] is False and plain["flagged_step"] is not None
-    best = max(plain["monitor"], key=lambda m: m["pgd_acc"])
-    last = plain["monitor"][-1]
-    assert last["pgd_acc"] < best["pgd_acc"] / 2 and last["fgsm_acc"] >= best["fgsm_acc"]
+    mon = plain["monitor"]
+    best = max(mon, key=lambda m: m["pgd_acc"])
+    at_flag = next(m for m in mon if m["step"] == plain["flagged_step"])
+    assert at_flag["pgd_acc"] < best["pgd_acc"] / 2 and at_flag["fgsm_acc"] >= best["fgsm_acc"]
+    assert mon[-1]["fgsm_acc"] - mon[-1]["pgd_acc"] >= 0.3
