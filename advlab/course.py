@@ -33,6 +33,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 KINDS = ("notebooks", "solutions", "exercises")
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -481,9 +482,20 @@ def _results_dir(out: Path, kind: str, number: str) -> Path:
     return out / "results" / number if kind == "notebooks" else out / "results" / kind / number
 
 
+def _fake_cuda_env(out: Path) -> dict:
+    """The environment that makes every kernel start under advlab.fake_cuda.FakeCuda: an IPYTHONDIR whose
+    default profile's startup file enters it."""
+    from advlab.fake_cuda import startup_code
+    folder = out / ".fake_cuda_ipython"
+    startup = folder / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-advlab-fake-cuda.py").write_text(startup_code())
+    return {"IPYTHONDIR": str(folder)}
+
+
 def run(profile: str = "quick", only=None, out: str | Path = "build", device: str = "cpu",
         kind: str = "notebooks", parameters: dict | None = None, timeout: int | None = 1800,
-        root: str | Path | None = None, progress: str | bool = "cells") -> int:
+        root: str | Path | None = None, progress: str | bool = "cells", fake_cuda: bool = False) -> int:
     """Execute the course notebooks with papermill; returns 0 if all ran, 1 otherwise.
 
     kind: "notebooks", "solutions", "exercises", a comma-separated list of them, or "all".
@@ -492,6 +504,8 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
     Notebooks run with their executed copy's folder as working directory, as nbval does later.
     progress: "cells" (a line per executed code cell, with its time), "bar" (papermill's tqdm bar)
     or "none" (True and False mean "bar" and "none").
+    fake_cuda: run with DEVICE = "cuda" on this machine's CPU under advlab.fake_cuda.FakeCuda (every kernel
+    enters it from an IPython startup file in OUT/.fake_cuda_ipython), so device mixing fails as on a GPU.
     """
     if profile not in ("quick", "full"):
         raise ValueError(f"profile: must be 'quick' or 'full', got {profile!r}")
@@ -505,6 +519,8 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
             raise ValueError(f"kind: must be one of {KINDS} or 'all', got {kind!r}")
     out = Path(out).resolve()
     root = repo_root(root)
+    if fake_cuda:
+        device = "cuda"
     for var in ("ADVLAB_ZOO", "ADVLAB_DATA"):  # kernels run in OUT/<kind>/: make relative paths absolute
         if os.environ.get(var):
             os.environ[var] = os.pathsep.join(str(Path(d).resolve()) for d in os.environ[var].split(os.pathsep) if d)
@@ -518,32 +534,33 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
         return 1
     failures, rows = [], []
     t_all = time.perf_counter()
-    for k, src in jobs:
-        dst_dir = out / k
-        dst_dir.mkdir(parents=True, exist_ok=True)
-        dst = dst_dir / src.name
-        res = _results_dir(out, k, src.name[:2])
-        res.mkdir(parents=True, exist_ok=True)
-        params = _parameters_for(_read(src), profile, device, res, parameters)
-        label = f"{k}/{src.name}"
-        print(f"[{label}] running (profile={profile}, device={device}) ...", flush=True)
-        t0 = time.perf_counter()
-        note = ""
-        try:
-            if k == "exercises":
-                tolerated = _execute_exercises(src, dst, params, dst_dir, timeout, label, progress)
-                note = f", {len(tolerated)} blank(s) not implemented" if tolerated else ""
-            else:
-                _papermill_execute(src, dst, params, dst_dir, timeout, label, progress)
-            status = "ok"
-        except Exception as e:  # noqa: BLE001 -- reported, the run goes on with the next notebook
-            status = "FAILED"
-            msg = str(e).strip().splitlines()
-            failures.append(f"{label}: {type(e).__name__}: " + (msg[-1] if msg else ""))
-            print("\n".join(msg[-25:]), file=sys.stderr)
-        dt = time.perf_counter() - t0
-        rows.append((label, status, dt))
-        print(f"[{label}] {status} in {dt:.1f} s{note}", flush=True)
+    with mock.patch.dict(os.environ, _fake_cuda_env(out) if fake_cuda else {}):
+        for k, src in jobs:
+            dst_dir = out / k
+            dst_dir.mkdir(parents=True, exist_ok=True)
+            dst = dst_dir / src.name
+            res = _results_dir(out, k, src.name[:2])
+            res.mkdir(parents=True, exist_ok=True)
+            params = _parameters_for(_read(src), profile, device, res, parameters)
+            label = f"{k}/{src.name}"
+            print(f"[{label}] running (profile={profile}, device={device}) ...", flush=True)
+            t0 = time.perf_counter()
+            note = ""
+            try:
+                if k == "exercises":
+                    tolerated = _execute_exercises(src, dst, params, dst_dir, timeout, label, progress)
+                    note = f", {len(tolerated)} blank(s) not implemented" if tolerated else ""
+                else:
+                    _papermill_execute(src, dst, params, dst_dir, timeout, label, progress)
+                status = "ok"
+            except Exception as e:  # noqa: BLE001 -- reported, the run goes on with the next notebook
+                status = "FAILED"
+                msg = str(e).strip().splitlines()
+                failures.append(f"{label}: {type(e).__name__}: " + (msg[-1] if msg else ""))
+                print("\n".join(msg[-25:]), file=sys.stderr)
+            dt = time.perf_counter() - t0
+            rows.append((label, status, dt))
+            print(f"[{label}] {status} in {dt:.1f} s{note}", flush=True)
     total = time.perf_counter() - t_all
     print(f"\nadvlab course run: {len(rows) - len(failures)}/{len(rows)} notebooks ok in {total:.1f} s")
     for label, status, dt in rows:
@@ -573,6 +590,8 @@ def main(argv=None) -> int:
     r.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
     r.add_argument("--progress", choices=PROGRESS_MODES, default="cells",
                    help="cells: a line per executed code cell (default); bar: papermill's progress bar; none")
+    r.add_argument("--fake-cuda", action="store_true", help="run with DEVICE='cuda' on the CPU under "
+                   "advlab.fake_cuda, which fails on device mixing as a GPU would (--device is ignored)")
     m = sub.add_parser("make-exercises", help="generate exercises/ from solutions/")
     m.add_argument("--check", action="store_true", help="only report drift, write nothing")
     s = sub.add_parser("strip", help="remove outputs from notebooks in place")
@@ -580,7 +599,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.action == "run":
         return run(args.profile, args.only, args.out, args.device, kind=args.kind, timeout=args.timeout,
-                   progress=args.progress)
+                   progress=args.progress, fake_cuda=args.fake_cuda)
     if args.action == "make-exercises":
         return make_exercises(check=args.check)
     paths = args.paths or [p for k in KINDS for p in list_notebooks(k)]

@@ -199,6 +199,26 @@ def test_device_kept_cuda(name):
     check_threat_model(atk, x, x_adv, atk.eps, norm)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_device_kept_fake_cuda(name):
+    """The same on the CPU under advlab.fake_cuda: an attack that mixes a CPU tensor into the device batch,
+    draws with a CPU generator on the device or calls .numpy() on it fails here as it would on a GPU."""
+    from advlab.fake_cuda import FakeCuda
+    norm = "l2" if name in L2_ONLY else "linf"
+    atk = make(name, 0.1 if norm == "linf" else 1.0, norm)
+    with FakeCuda() as fake:
+        if isinstance(atk, getattr(A, "Transfer", ())):
+            atk.substitute = atk.substitute.cuda()
+        model = tiny_net().cuda()
+        x, y = batch_for(model, (1, 28, 28), 4)
+        x, y = x.cuda(), y.cuda()
+        assert x.device.type == "cuda" and fake.on(x)
+        x_adv = atk(model, x, y)
+        assert x_adv.device.type == "cuda" and fake.on(x_adv)
+        x, x_adv = x.cpu(), x_adv.cpu()
+    check_threat_model(atk, x, x_adv, atk.eps, norm)
+
+
 # ---------------------------------------------------------------------------------------------
 # model state: train/eval flags, BN statistics, parameter .grad
 
