@@ -56,7 +56,7 @@ def _course(args) -> int:
     from advlab import course
     if args.action == "run":
         return course.run(profile=args.profile, only=args.only, out=args.out, device=args.device, kind=args.kind,
-                          root=args.root)
+                          root=args.root, fake_cuda=args.fake_cuda)
     if args.action == "site":
         from advlab import site
         out = args.out if args.out != "build" else "build/site"
@@ -218,6 +218,8 @@ def main(argv=None) -> int:
     c.add_argument("--out", default="build")
     c.add_argument("--device", type=_device, default="cpu")
     c.add_argument("--kind", default="notebooks", help="notebooks, solutions, exercises, a comma list, or all")
+    c.add_argument("--fake-cuda", action="store_true", help="run: DEVICE='cuda' on the CPU under advlab.fake_cuda, "
+                   "which fails on device mixing as a GPU would (--device is ignored)")
     c.set_defaults(func=_course)
     e = sub.add_parser("evaluate", help="robust accuracy of a zoo model (resumable; --record writes a record)")
     e.add_argument("name", type=_zoo_name)

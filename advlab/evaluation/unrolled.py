@@ -14,6 +14,8 @@ import time
 import torch
 import torch.nn as nn
 
+from advlab.purifiers.voting import aggregate
+
 
 class UnrolledSearch(nn.Module):
     """classifier(G(z_L(x))) with the whole latent search of a Defense-GAN-like defense (attributes
@@ -108,8 +110,7 @@ class UnrolledCMAP(nn.Module):
                     u, m, v = u.detach().requires_grad_(True), m.detach(), v.detach()
             images = G.generate(float(G.sigma_max) * u.flatten(0, 1))
         logits = d.classifier(images).view(k, n, -1)
-        # aggregate(logits, "mean_probs") (log of the mean softmax), in the logits' own dtype
-        return torch.logsumexp(torch.log_softmax(logits, -1), 0) - math.log(k)
+        return aggregate(logits, "mean_probs")                       # log of the mean softmax over the K draws
 
 
 def full_gradient_attack(target, x, y, plan: dict, summary: dict) -> dict:

@@ -156,13 +156,15 @@ def sample_stats(features: torch.Tensor, probs: torch.Tensor, ref_features: torc
 
 
 def measure(name: str, n: int = 10000, variant: str | None = None, classifier: str = "fmnist/cnn", seed: int = 0,
-            model: nn.Module | None = None) -> dict:
+            model: nn.Module | None = None, clf: nn.Module | None = None, ref: torch.Tensor | None = None) -> dict:
     """sample_stats of n samples of the zoo generator `name` against n test images (drawn with `seed`), plus the
-    seconds it took to draw them; `model` skips loading the generator from the zoo."""
+    seconds it took to draw them; `model` skips loading the generator from the zoo, `clf` the classifier (it
+    must be `classifier`) and `ref` the test images' features (several generators against one reference)."""
     from advlab import data, zoo
-    clf = zoo.load(classifier)
-    x_ref, _ = data.batch("fashion_mnist", split="test", n=n, seed=seed)
-    ref, _ = penultimate_features(clf, x_ref)
+    clf = zoo.load(classifier) if clf is None else clf
+    if ref is None:
+        x_ref, _ = data.batch("fashion_mnist", split="test", n=n, seed=seed)
+        ref, _ = penultimate_features(clf, x_ref)
     t0 = time.perf_counter()
     x = draw(name, n, variant=variant, seed=seed, model=model)
     secs = time.perf_counter() - t0
@@ -225,12 +227,8 @@ def main(argv=None) -> int:
         except zoo.NotTrainedError:
             row["skipped"] = "not trained yet"
         else:
-            model = zoo.load(name)
-            t1 = time.perf_counter()
-            x = draw(name, args.n, variant=variant, seed=args.seed, model=model)
-            secs = time.perf_counter() - t1
-            f, pr = penultimate_features(clf, x)
-            row.update(n=args.n, **sample_stats(f, pr, ref), sample_seconds=round(secs, 2))
+            got = measure(name, args.n, variant, args.classifier, args.seed, model=zoo.load(name), clf=clf, ref=ref)
+            row.update({k: v for k, v in got.items() if k not in ("generator", "variant", "classifier", "seed")})
         rep["rows"].append(row)
         print(row if "skipped" in row else {k: row[k] for k in ("generator", "variant", "fd", "confident")},
               flush=True)

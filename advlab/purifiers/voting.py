@@ -18,6 +18,7 @@ probabilities (the EoT expectation), which is what randomised AutoAttack and PGD
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -34,13 +35,14 @@ def aggregate(logits: torch.Tensor, rule: str = "vote") -> torch.Tensor:
     vote: label counts plus a tie-break below one vote (the summed logits, squashed into (0, 0.5)).
     carso: the log of CARSO's p_c, from exp(logsumexp_j l_jc) in float64 (clamped where it would overflow).
     mean_logits: the mean logit. mean_probs: log of the mean softmax probability.
+    Scores are float32 (half-precision logits are upcast), float64 for float64 logits (gradient checks).
     """
     if rule not in RULES:
         raise ValueError(f"rule: must be one of {RULES}, got {rule!r}")
     if not torch.is_tensor(logits) or logits.dim() != 3 or logits.shape[0] < 1:
         raise ValueError(f"logits: expected a (K, N, C) tensor with K >= 1, got "
                          f"{tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__}")
-    z = logits.float()
+    z = logits if logits.dtype == torch.float64 else logits.float()
     if rule == "vote":
         k, _, c = z.shape
         counts = nn.functional.one_hot(z.argmax(2), c).sum(0).to(z.dtype)          # (N, C)
@@ -48,10 +50,10 @@ def aggregate(logits: torch.Tensor, rule: str = "vote") -> torch.Tensor:
         return counts + tie
     if rule == "carso":   # log p_c = S_c - logsumexp(S), S_c = exp(logsumexp_j l_jc), in float64
         s = torch.logsumexp(logits.double(), dim=0).clamp(max=700.0).exp()          # (N, C), < 1e304
-        return torch.log_softmax(s, 1).clamp(min=-1e4).float()
+        return torch.log_softmax(s, 1).clamp(min=-1e4).to(z.dtype)
     if rule == "mean_logits":
         return z.mean(0)
-    return torch.logsumexp(torch.log_softmax(z, 2), dim=0) - torch.log(torch.tensor(float(z.shape[0])))
+    return torch.logsumexp(torch.log_softmax(z, 2), dim=0) - math.log(z.shape[0])
 
 
 def worst_of_n(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

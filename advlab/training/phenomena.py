@@ -51,7 +51,8 @@ QUICK = PhenomenaConfig(n_train=256, epochs=1, steps=1, sweep_eps=[0.1], sweep_b
 
 
 def _common(cfg: PhenomenaConfig) -> dict:
-    return dict(arch="cnn", dataset="fashion_mnist", n_test=500, device=cfg.device, seed=cfg.seed, monitor_n=0)
+    """The settings every training here shares (TrainConfig's fields; ATConfig adds monitor_n)."""
+    return dict(arch="cnn", dataset="fashion_mnist", n_test=500, device=cfg.device, seed=cfg.seed)
 
 
 def frontier(cfg: PhenomenaConfig, progress: bool = True) -> list[dict]:
@@ -70,11 +71,11 @@ def frontier(cfg: PhenomenaConfig, progress: bool = True) -> list[dict]:
         kw = dict(_common(cfg), n_train=cfg.n_train, epochs=cfg.epochs)
         if train_eps == 0.0:
             from advlab.training.loop import TrainConfig, train
-            model, _ = train(TrainConfig(**{k: v for k, v in kw.items() if k != "monitor_n"}), progress=False)
+            model, _ = train(TrainConfig(**kw), progress=False)
         else:
             extra = {"beta": beta} if beta is not None else {}
-            model, _ = adversarial_train(ATConfig(method=method, eps=train_eps, steps=cfg.steps, **kw, **extra),
-                                         progress=False)
+            model, _ = adversarial_train(ATConfig(method=method, eps=train_eps, steps=cfg.steps, monitor_n=0, **kw,
+                                                  **extra), progress=False)
         model.eval()
         point = {"label": label, "method": "standard" if train_eps == 0.0 else method, "train_eps": train_eps,
                  "beta": beta, "clean_acc": round(accuracy(model, x, y), 4),
