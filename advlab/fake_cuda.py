@@ -11,16 +11,17 @@ machine with a GPU, which CI does not have. `FakeCuda` finds them on the CPU:
         model(x + torch.rand(8, 1, 28, 28))                   # RuntimeError: cpu and cuda:0 mixed, like CUDA
 
 How: a torch function mode (torch.overrides.TorchFunctionMode) sees every torch call. Tensors sent to
-"cuda" (`.to`, `.cuda()`, factories with `device=`, `Module.to`) stay on the CPU but are marked; the marks
-follow every result of an op on marked tensors; `.device`, `.is_cuda` and `get_device()` report cuda:0 for
-marked tensors, so code that copies a tensor's device keeps working. An op that mixes a marked tensor with an
-unmarked one of dimension >= 1 raises, as CUDA does (0-dim CPU tensors mix freely there too); so do `.numpy()`
-of a marked tensor and a CUDA factory given a CPU generator. Allowed, as on CUDA: indexing a device tensor with
-CPU indices, assigning CPU values into it (`x[i] = v`, `copy_`), `.cpu()`, `.item()`, `.tolist()`.
-`torch.cuda.is_available()` answers True inside, and `torch.cuda.synchronize`, events, streams, memory
-statistics and pinned memory are harmless stand-ins. What it cannot see: kernels, numerics, speed, bf16
-autocast (it stays off on CPU tensors), and tensors made outside torch calls (autograd's own gradients are
-marked when read through `.grad` or `torch.autograd.grad`).
+"cuda" (`.to`, `.cuda()`, factories with `device=`, `Module.to`) stay on the CPU but are marked (an
+attribute on the tensor object); the marks follow every result of an op on marked tensors; `.device`,
+`.is_cuda` and `get_device()` report cuda:0 for marked tensors, so code that copies a tensor's device keeps
+working. An op that mixes a marked tensor with an unmarked one of dimension >= 1 raises, as CUDA does (0-dim
+CPU tensors mix freely there too); so do `.numpy()` of a marked tensor and a CUDA factory given a CPU
+generator. Allowed, as on CUDA: indexing a device tensor with CPU indices, assigning CPU values into it
+(`x[i] = v`, `copy_`), `.cpu()`, `.item()`, `.tolist()`. `torch.cuda.is_available()` answers True inside,
+and `torch.cuda.synchronize`, events, streams, memory statistics and pinned memory are harmless stand-ins.
+What it cannot see: kernels, numerics, speed, bf16 autocast (it stays off on CPU tensors), and tensors made
+outside torch calls (autograd's own gradients are marked when read through `.grad` or `torch.autograd.grad`).
+Every torch call pays a Python detour: small-op loops run about 4x slower than plain CPU code.
 
 `python -m advlab.course run --fake-cuda` runs the notebooks with DEVICE = "cuda" under it (an IPython
 startup file enters it in every kernel: `startup_code()`).
@@ -33,11 +34,23 @@ from unittest import mock
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
-from torch.utils.weak import WeakIdKeyDictionary
 
 CUDA = torch.device("cuda", 0)
 _PASSTHROUGH = ("__get__", "__set__")    # property access: handled in __torch_function__ by name
+
+
+def _tensors(obj, out: list) -> list:
+    """The tensors in obj (nested tuples, lists and dict values), appended to out: a cheap tree flatten (this
+    runs on every torch call)."""
+    if isinstance(obj, torch.Tensor):
+        out.append(obj)
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            _tensors(o, out)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            _tensors(o, out)
+    return out
 
 
 def _is_cuda(device) -> bool:
@@ -54,23 +67,21 @@ class FakeCuda(TorchFunctionMode):
 
     def __init__(self):
         super().__init__()
-        self.marked = WeakIdKeyDictionary()
+        self._token = object()              # tensors on the fake device carry it as t._fake_cuda
         self._patches = contextlib.ExitStack()
 
     # --- marks -------------------------------------------------------------------------------------
     def on(self, t) -> bool:
-        return isinstance(t, torch.Tensor) and t in self.marked
+        return getattr(t, "_fake_cuda", None) is self._token and isinstance(t, torch.Tensor)
 
     def mark(self, out):
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                self.marked[t] = True
+        for t in _tensors(out, []):
+            t._fake_cuda = self._token
         return out
 
     def unmark(self, out):
-        for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor):
-                self.marked.pop(t, None)
+        for t in _tensors(out, []):
+            t.__dict__.pop("_fake_cuda", None)
         return out
 
     def _fresh(self, t: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -115,7 +126,7 @@ class FakeCuda(TorchFunctionMode):
             kwargs["device"] = "cpu"
         kwargs.pop("pin_memory", None)                             # pinned host memory needs a real GPU
         gen = kwargs.get("generator")
-        leaves = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        leaves = _tensors(kwargs, _tensors(args, []))
         marked = [t for t in leaves if self.on(t)]
         if to_cuda and gen is not None and not getattr(gen, "fake_cuda", False):
             raise RuntimeError(f"{name}: expected a 'cuda' device type for generator but found 'cpu' "
@@ -129,7 +140,7 @@ class FakeCuda(TorchFunctionMode):
                                    f"devices, cuda:0 and cpu! ({name}: CPU tensor(s) of shape {shapes}; "
                                    "advlab.fake_cuda: these would be on different devices on a GPU)")
         if name == "__getitem__" and args and not self.on(args[0]):
-            idx = [t for t in tree_flatten(args[1:])[0] if self.on(t)]
+            idx = [t for t in _tensors(args[1:], []) if self.on(t)]
             if idx and any(t.dim() > 0 for t in idx):
                 raise RuntimeError("indices should be either on cpu or on the same device as the indexed "
                                    "tensor (cpu) (advlab.fake_cuda: GPU indices into a CPU tensor)")

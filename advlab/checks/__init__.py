@@ -25,6 +25,7 @@ The package:
   l06_lqvae        06, the LQ-VAE's gradient-norm penalty and quantiser;
   l07_carso        07, CARSO's robust aggregation and one adversarially balanced batch;
   l08_mlvgm        08, MLVGM's per-level interpolation and the cosine schedule;
+  l09_cmap         09, CMAP's latent distribution loss and its majority vote;
   l10_evaluation   10, the EoT gradient, the per-image worst case over attacks and draws, a BPDA wrapper;
   l11_leaderboard  11, a Wilson confidence interval and the per-image worst case.
 Every name a notebook uses is re-exported here, so notebooks only ever write `checks.<name>`.
@@ -48,6 +49,7 @@ from .l05_vaegan import check_discriminator_step, check_purify_latent
 from .l06_lqvae import check_gradient_norm_penalty, check_quantiser
 from .l07_carso import check_balanced_batch, check_carso_aggregation
 from .l08_mlvgm import check_cosine_schedule, check_level_mix
+from .l09_cmap import check_distribution_loss, check_majority_vote
 from .l10_evaluation import check_bpda_wrapper, check_eot_gradient, check_robust_images
 from .l11_leaderboard import check_wilson_interval, check_worst_case_accuracy
 
@@ -79,6 +81,8 @@ __all__ = [
     "check_carso_aggregation", "check_balanced_batch",
     # 08: MLVGM
     "check_level_mix", "check_cosine_schedule",
+    # 09: CMAP
+    "check_distribution_loss", "check_majority_vote",
     # 10: evaluating defenses honestly
     "check_eot_gradient", "check_robust_images", "check_bpda_wrapper",
     # 11: the leaderboard
