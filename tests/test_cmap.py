@@ -169,6 +169,24 @@ def test_search_lowers_its_objective_and_is_seeded(xy):
     assert not torch.equal(res.images, d.search(xy[0]).images)                   # fresh latents on the next call
 
 
+def test_trace_follows_the_search_step_by_step(xy):
+    """trace gives the same result as search with the same draws, one row per step (0..iters), whose terms add
+    up to the search's objective curve, and the K images at the requested steps."""
+    x = xy[0][:2]
+    d = CMAP(tiny_model(), LinearClf(), k=3, iters=6, lr=0.1, lam=0.5, beta=2.0, seed=0).eval()
+    tr = d.trace(x, at=(0, 2, 6, 50), generator=torch.Generator().manual_seed(5))
+    res = d.search(x, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(tr["result"].images, res.images) and torch.allclose(tr["result"].curve, res.curve)
+    assert tr["mae"].shape == (7, 3, 2) == tr["ssim_term"].shape and tr["dist"].shape == (7, 2)
+    objective = (tr["mae"] + 0.5 * tr["ssim_term"]).mean(1) + 2.0 * tr["dist"]      # (7, 2)
+    assert torch.allclose(objective[:-1], res.curve, atol=1e-5)
+    assert torch.allclose(tr["mae"][-1] + 0.5 * tr["ssim_term"][-1], res.loss, atol=1e-5)
+    assert sorted(tr["snapshots"]) == [0, 2, 6] and torch.equal(tr["snapshots"][6], res.images)
+    assert torch.allclose(tr["dist"], tr["mean_u"] ** 2 + (tr["var_u"] - 1) ** 2, atol=1e-5)
+    with pytest.raises(ValueError, match="x: trace"):
+        CMAP(tiny_model(), LinearClf(), k=2, iters=1, batch_size=1).trace(xy[0])
+
+
 def test_the_distribution_term_keeps_the_latents_statistics(xy):
     kw = dict(k=4, iters=25, lr=0.3, seed=0)
     free = CMAP(tiny_model(), LinearClf(), beta=0.0, **kw).eval().search(xy[0])

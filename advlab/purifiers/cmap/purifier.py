@@ -106,7 +106,7 @@ class CMAP(Purifier):
                  for i in range(0, len(x), self.batch_size)]
         return CMAPSearch(*(torch.cat([p[j] for p in parts], 1) for j in range(4)))
 
-    def _search_chunk(self, x: torch.Tensor, u0: torch.Tensor):
+    def _search_chunk(self, x: torch.Tensor, u0: torch.Tensor, watch=None):
         k, n = u0.shape[:2]
         t = float(self.generator.sigma_max)
         target = x.repeat(k, 1, 1, 1)                                                   # (K*n, C, H, W)
@@ -118,6 +118,8 @@ class CMAP(Purifier):
                 images = self.generator.generate(t * u.flatten(0, 1))                  # (K*n, C, H, W)
                 rec = reconstruction_loss(images, target, self.lam).view(k, n)          # (K, n)
                 obj = rec.mean(0) + (self.beta * distribution_penalty(u) if self.beta else 0)   # (n,)
+                if watch is not None:
+                    watch(len(curve), u.detach(), images.detach().view(k, n, *x.shape[1:]))
                 opt.zero_grad(set_to_none=True)
                 obj.sum().backward()
                 opt.step()
@@ -125,8 +127,44 @@ class CMAP(Purifier):
             with torch.no_grad():
                 images = self.generator.generate(t * u.flatten(0, 1))
                 rec = reconstruction_loss(images, target, self.lam).view(k, n)
+                if watch is not None:
+                    watch(self.iters, u.detach(), images.view(k, n, *x.shape[1:]))
         curve = torch.stack(curve) if curve else torch.zeros(0, n, device=x.device)
         return images.view(k, n, *x.shape[1:]).detach(), u.detach(), rec.detach(), curve
+
+    @torch.no_grad()
+    def trace(self, x: torch.Tensor, at=(0, 5, 10, 25, 50, 100), generator: torch.Generator | None = None) -> dict:
+        """The search of a few images x (n, C, H, W) step by step, for pictures: at every step t = 0..iters (t = 0
+        before the first update, t = iters the result) the terms MAE and 1 - SSIM (K, n), the distribution term
+        and the empirical mean and variance of each image's K latents (n,); the K images at the steps in `at`
+        (those <= iters). Same draws and result as search(x, generator). Returns tensors on the CPU:
+        {"mae": (T+1, K, n), "ssim_term": (T+1, K, n), "dist": (T+1, n), "mean_u": (T+1, n), "var_u": (T+1, n),
+        "snapshots": {t: (K, n, C, H, W)}, "result": CMAPSearch}."""
+        from pytorch_msssim import ssim
+        x, _ = check_fit(self, x)
+        if len(x) > self.batch_size:
+            raise ValueError(f"x: trace is for a few images (at most batch_size = {self.batch_size}), got {len(x)}")
+        at = sorted({int(t) for t in at if 0 <= int(t) <= self.iters})
+        rows = {"mae": [], "ssim_term": [], "dist": [], "mean_u": [], "var_u": []}
+        snapshots = {}
+        target = x.detach()
+
+        def watch(step, u, images):                                     # u (K, n, ...), images (K, n, C, H, W)
+            k, n = images.shape[:2]
+            flat, tgt = images.flatten(0, 1), target.repeat(k, 1, 1, 1)
+            rows["mae"].append((flat - tgt).abs().flatten(1).mean(1).view(k, n).cpu())
+            rows["ssim_term"].append((1 - ssim(flat, tgt, data_range=1.0, size_average=False)).view(k, n).cpu())
+            pooled = u.transpose(0, 1).flatten(1)
+            rows["dist"].append(distribution_penalty(u).cpu())
+            rows["mean_u"].append(pooled.mean(1).cpu())
+            rows["var_u"].append(pooled.var(1).cpu())
+            if step in at:
+                snapshots[step] = images.cpu()
+
+        g = generator if generator is not None else self._generator
+        u0 = torch.randn(self.k, len(x), *self.generator.latent_shape, generator=g)
+        result = CMAPSearch(*self._search_chunk(target, u0, watch))
+        return {name: torch.stack(v) for name, v in rows.items()} | {"snapshots": snapshots, "result": result}
 
     # ----------------------------------------------------------------------------- the defense
     def _purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
