@@ -373,17 +373,22 @@ def train_iterations(cfg, step_fn: Callable[[], dict], g: torch.Generator, state
     """The iteration loop the generative trainers share: cfg.iters calls of step_fn() -> {loss: float}.
 
     Every cfg.log_every iterations the mean of each loss goes into the history (with the iteration
-    and the seconds so far); every cfg.ckpt_every iterations, and at the end, `states` (name ->
-    model or optimiser) and `g` are saved to `checkpoint`, which a later call resumes from.
+    and the training seconds so far, over all calls); every cfg.ckpt_every iterations, and at the end,
+    `states` (name -> model or optimiser) and `g` are saved to `checkpoint`, which a later call resumes
+    from (a run trained in chunks, e.g. on a CPU across days, is one run).
     postfix: progress-bar label -> format of the means, e.g. {"kl": "{kl:.1f}"}.
-    Returns (history, seconds of this call).
+    Returns (history, training seconds over all calls); each history row also names the call that
+    logged it ("call": 1, 2, ...), so a record shows how many chunks trained the run.
     """
     ckpt = Path(checkpoint) if checkpoint else None
-    start, history = 0, []
+    start, history, before, calls = 0, [], 0.0, 1
     meta = resume_training_state(ckpt, g, **states) if ckpt else None
     if meta is not None:
         start, history = meta["iter"], meta["history"]
-    t0 = time.time()
+        # seconds of the earlier calls (checkpoints written before this was recorded: the last logged row's)
+        before = float(meta.get("seconds", history[-1]["seconds"] if history else 0.0))
+        calls = int(meta.get("calls", 1)) + 1
+    t0 = time.time() - before
     sums: dict[str, float] = {}
     bar = tqdm(range(start, cfg.iters), desc=desc, disable=not progress, initial=start, total=cfg.iters)
     for it in bar:
@@ -392,11 +397,12 @@ def train_iterations(cfg, step_fn: Callable[[], dict], g: torch.Generator, state
             k = (it + 1) % cfg.log_every or cfg.log_every
             means = {name: v / k for name, v in sums.items()}
             history.append({"iter": it + 1} | {name: round(v, 5) for name, v in means.items()}
-                           | {"seconds": round(time.time() - t0, 1)})
+                           | {"seconds": round(time.time() - t0, 1), "call": calls})
             bar.set_postfix({label: fmt.format(**means) for label, fmt in (postfix or {}).items()})
             sums = {}
         if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
-            save_training_state(ckpt, g, {"iter": it + 1, "history": history}, **states)
+            save_training_state(ckpt, g, {"iter": it + 1, "history": history, "seconds": round(time.time() - t0, 1),
+                                          "calls": calls}, **states)
     return history, time.time() - t0
 
 
