@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import re
 import sys
@@ -500,7 +501,7 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
 
     kind: "notebooks", "solutions", "exercises", a comma-separated list of them, or "all".
     Executed copies go to OUT/<kind>/NN_*.ipynb; each notebook writes its result files into the
-    OUT_DIR it is given (OUT/results/NN for lectures). `parameters` adds/overrides parameters.
+    OUT_DIR it is given (OUT/results/NN for lectures); OUT/course_run.json lists each notebook's status and seconds. `parameters` adds/overrides parameters.
     Notebooks run with their executed copy's folder as working directory, as nbval does later.
     progress: "cells" (a line per executed code cell, with its time), "bar" (papermill's tqdm bar)
     or "none" (True and False mean "bar" and "none").
@@ -565,7 +566,11 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
     print(f"\nadvlab course run: {len(rows) - len(failures)}/{len(rows)} notebooks ok in {total:.1f} s")
     for label, status, dt in rows:
         print(f"  {status:6s} {dt:7.1f} s  {label}")
-    print(f"executed notebooks: {', '.join(str(out / k) for k in kinds)}")
+    (out / "course_run.json").write_text(json.dumps(
+        {"profile": profile, "device": device, "fake_cuda": fake_cuda, "seconds": round(total, 1),
+         "notebooks": [{"notebook": label, "status": status, "seconds": round(dt, 1)} for label, status, dt in rows],
+         "failures": failures}, indent=2))
+    print(f"executed notebooks: {', '.join(str(out / k) for k in kinds)} (the table: {out / 'course_run.json'})")
     print(f"results (json/csv/png): {out / 'results'}")
     from advlab.evaluation import leaderboard   # the course's results table, from the records of this checkout
     written = leaderboard.write(leaderboard.build(), out / "leaderboard")

@@ -118,6 +118,10 @@ def test_course_run_fake_cuda_finds_a_mixing_notebook(tmp_path):
     assert course.run(only="99", out=tmp_path / "out", root=tmp_path, fake_cuda=True, progress="none") == 0
     done = nbformat.read(tmp_path / "out" / "notebooks" / "99_good.ipynb", as_version=4)
     assert "cuda cuda:0 torch.Size([2, 3])" in done.cells[-1].outputs[0]["text"]
+    import json
+    table = json.loads((tmp_path / "out" / "course_run.json").read_text())    # the last run's table
+    assert table["fake_cuda"] and table["device"] == "cuda" and table["failures"] == []
+    assert [(r["notebook"], r["status"]) for r in table["notebooks"]] == [("notebooks/99_good.ipynb", "ok")]
 
 
 CHEAP = {"defense-gan": dict(steps=3, restarts=2), "vaegan": {}, "lqvae": {}, "carso": dict(n_samples=2),
