@@ -56,7 +56,7 @@ def _course(args) -> int:
     from advlab import course
     if args.action == "run":
         return course.run(profile=args.profile, only=args.only, out=args.out, device=args.device, kind=args.kind,
-                          root=args.root, fake_cuda=args.fake_cuda)
+                          root=args.root, fake_cuda=args.fake_cuda, jobs=args.jobs)
     if args.action == "site":
         from advlab import site
         out = args.out if args.out != "build" else "build/site"
@@ -220,6 +220,8 @@ def main(argv=None) -> int:
     c.add_argument("--kind", default="notebooks", help="notebooks, solutions, exercises, a comma list, or all")
     c.add_argument("--fake-cuda", action="store_true", help="run: DEVICE='cuda' on the CPU under advlab.fake_cuda, "
                    "which fails on device mixing as a GPU would (--device is ignored)")
+    c.add_argument("--jobs", type=_COUNT, default=1, help="run: notebooks executed at once, one torch thread "
+                   "each unless OMP_NUM_THREADS is set (2 suits a 2-core machine)")
     c.set_defaults(func=_course)
     e = sub.add_parser("evaluate", help="robust accuracy of a zoo model (resumable; --record writes a record)")
     e.add_argument("name", type=_zoo_name)

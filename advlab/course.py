@@ -32,6 +32,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from unittest import mock
@@ -423,7 +424,7 @@ def _papermill_execute(src: Path, dst: Path, params: dict, cwd: Path, timeout: i
 
     engine = None
     if progress == "cells":
-        engine = f"advlab-progress-{os.getpid()}"
+        engine = f"advlab-progress-{os.getpid()}-{threading.get_ident()}"   # one per concurrent notebook
         papermill_engines.register(engine, _progress_engine(_CellProgress(label)))
     pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL_NAME, cwd=str(cwd),
                         progress_bar=progress == "bar", execution_timeout=timeout, engine_name=engine,
@@ -496,7 +497,8 @@ def _fake_cuda_env(out: Path) -> dict:
 
 def run(profile: str = "quick", only=None, out: str | Path = "build", device: str = "cpu",
         kind: str = "notebooks", parameters: dict | None = None, timeout: int | None = 1800,
-        root: str | Path | None = None, progress: str | bool = "cells", fake_cuda: bool = False) -> int:
+        root: str | Path | None = None, progress: str | bool = "cells", fake_cuda: bool = False,
+        jobs: int = 1) -> int:
     """Execute the course notebooks with papermill; returns 0 if all ran, 1 otherwise.
 
     kind: "notebooks", "solutions", "exercises", a comma-separated list of them, or "all".
@@ -507,6 +509,9 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
     or "none" (True and False mean "bar" and "none").
     fake_cuda: run with DEVICE = "cuda" on this machine's CPU under advlab.fake_cuda.FakeCuda (every kernel
     enters it from an IPython startup file in OUT/.fake_cuda_ipython), so device mixing fails as on a GPU.
+    jobs: notebooks executed at once, each in its own kernel. With more than one, kernels get one torch
+    thread each (OMP_NUM_THREADS=1 unless it is set): on 2 cores two one-thread kernels finish the course
+    sooner than one two-thread kernel at a time. nbval must then re-run them with the same setting.
     """
     if profile not in ("quick", "full"):
         raise ValueError(f"profile: must be 'quick' or 'full', got {profile!r}")
@@ -525,49 +530,62 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
     for var in ("ADVLAB_ZOO", "ADVLAB_DATA"):  # kernels run in OUT/<kind>/: make relative paths absolute
         if os.environ.get(var):
             os.environ[var] = os.pathsep.join(str(Path(d).resolve()) for d in os.environ[var].split(os.pathsep) if d)
-    jobs = [(k, p) for k in kinds for p in list_notebooks(k, only, root)]
-    if not jobs:
+    jobs_list = [(k, p) for k in kinds for p in list_notebooks(k, only, root)]
+    if not jobs_list:
         have = {k: len(list_notebooks(k, None, root)) for k in kinds}
         why = (f"{root} has no {', '.join(k + '/' for k in kinds)} notebooks: run from a checkout or a folder made "
                "by `advlab course init DIR`, or pass --root" if not any(have.values())
                else f"only={only!r} matches none of them (numbers such as 00,01)")
         print(f"advlab course: no notebooks matched (kind={kind!r}, only={only!r}) under {root}: {why}", file=sys.stderr)
         return 1
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: must be a positive integer, got {jobs!r}")
+    env = _fake_cuda_env(out) if fake_cuda else {}
+    if jobs > 1 and not os.environ.get("OMP_NUM_THREADS"):
+        env["OMP_NUM_THREADS"] = "1"
     failures, rows = [], []
     t_all = time.perf_counter()
-    with mock.patch.dict(os.environ, _fake_cuda_env(out) if fake_cuda else {}):
-        for k, src in jobs:
-            dst_dir = out / k
-            dst_dir.mkdir(parents=True, exist_ok=True)
-            dst = dst_dir / src.name
-            res = _results_dir(out, k, src.name[:2])
-            res.mkdir(parents=True, exist_ok=True)
-            params = _parameters_for(_read(src), profile, device, res, parameters)
-            label = f"{k}/{src.name}"
-            print(f"[{label}] running (profile={profile}, device={device}) ...", flush=True)
-            t0 = time.perf_counter()
-            note = ""
-            try:
-                if k == "exercises":
-                    tolerated = _execute_exercises(src, dst, params, dst_dir, timeout, label, progress)
-                    note = f", {len(tolerated)} blank(s) not implemented" if tolerated else ""
-                else:
-                    _papermill_execute(src, dst, params, dst_dir, timeout, label, progress)
-                status = "ok"
-            except Exception as e:  # noqa: BLE001 -- reported, the run goes on with the next notebook
-                status = "FAILED"
-                msg = str(e).strip().splitlines()
-                failures.append(f"{label}: {type(e).__name__}: " + (msg[-1] if msg else ""))
-                print("\n".join(msg[-25:]), file=sys.stderr)
-            dt = time.perf_counter() - t0
-            rows.append((label, status, dt))
-            print(f"[{label}] {status} in {dt:.1f} s{note}", flush=True)
+
+    def execute(k: str, src: Path) -> tuple[str, str, float]:
+        dst_dir = out / k
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        dst = dst_dir / src.name
+        res = _results_dir(out, k, src.name[:2])
+        res.mkdir(parents=True, exist_ok=True)
+        params = _parameters_for(_read(src), profile, device, res, parameters)
+        label = f"{k}/{src.name}"
+        print(f"[{label}] running (profile={profile}, device={device}) ...", flush=True)
+        t0 = time.perf_counter()
+        note = ""
+        try:
+            if k == "exercises":
+                tolerated = _execute_exercises(src, dst, params, dst_dir, timeout, label, progress)
+                note = f", {len(tolerated)} blank(s) not implemented" if tolerated else ""
+            else:
+                _papermill_execute(src, dst, params, dst_dir, timeout, label, progress)
+            status = "ok"
+        except Exception as e:  # noqa: BLE001 -- reported, the run goes on with the next notebook
+            status = "FAILED"
+            msg = str(e).strip().splitlines()
+            failures.append(f"{label}: {type(e).__name__}: " + (msg[-1] if msg else ""))
+            print("\n".join(msg[-25:]), file=sys.stderr)
+        dt = time.perf_counter() - t0
+        print(f"[{label}] {status} in {dt:.1f} s{note}", flush=True)
+        return label, status, dt
+
+    with mock.patch.dict(os.environ, env):
+        if jobs == 1:
+            rows = [execute(k, src) for k, src in jobs_list]
+        else:   # kernels are subprocesses: threads only wait on them
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                rows = list(pool.map(lambda job: execute(*job), jobs_list))   # rows in the course's order
     total = time.perf_counter() - t_all
     print(f"\nadvlab course run: {len(rows) - len(failures)}/{len(rows)} notebooks ok in {total:.1f} s")
     for label, status, dt in rows:
         print(f"  {status:6s} {dt:7.1f} s  {label}")
     (out / "course_run.json").write_text(json.dumps(
-        {"profile": profile, "device": device, "fake_cuda": fake_cuda, "seconds": round(total, 1),
+        {"profile": profile, "device": device, "fake_cuda": fake_cuda, "jobs": jobs, "seconds": round(total, 1),
          "notebooks": [{"notebook": label, "status": status, "seconds": round(dt, 1)} for label, status, dt in rows],
          "failures": failures}, indent=2))
     print(f"executed notebooks: {', '.join(str(out / k) for k in kinds)} (the table: {out / 'course_run.json'})")
@@ -595,6 +613,8 @@ def main(argv=None) -> int:
     r.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
     r.add_argument("--progress", choices=PROGRESS_MODES, default="cells",
                    help="cells: a line per executed code cell (default); bar: papermill's progress bar; none")
+    r.add_argument("--jobs", type=int, default=1, help="notebooks executed at once (each kernel then gets one "
+                   "torch thread unless OMP_NUM_THREADS is set); 2 suits a 2-core machine")
     r.add_argument("--fake-cuda", action="store_true", help="run with DEVICE='cuda' on the CPU under "
                    "advlab.fake_cuda, which fails on device mixing as a GPU would (--device is ignored)")
     m = sub.add_parser("make-exercises", help="generate exercises/ from solutions/")
@@ -604,7 +624,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.action == "run":
         return run(args.profile, args.only, args.out, args.device, kind=args.kind, timeout=args.timeout,
-                   progress=args.progress, fake_cuda=args.fake_cuda)
+                   progress=args.progress, fake_cuda=args.fake_cuda, jobs=args.jobs)
     if args.action == "make-exercises":
         return make_exercises(check=args.check)
     paths = args.paths or [p for k in KINDS for p in list_notebooks(k)]

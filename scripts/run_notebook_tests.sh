@@ -13,7 +13,8 @@
 #   output with the stored one (after tests/nbval_sanitize.cfg), so the same SEED must give the
 #   same numbers.
 # Environment: PYTHON (default .venv/bin/python if present, else python3), ONLY (e.g. "00,01"),
-#   PROFILE (default quick), DEVICE (default cpu), PROGRESS (cells | bar | none; default cells).
+#   PROFILE (default quick), DEVICE (default cpu), PROGRESS (cells | bar | none; default cells),
+#   JOBS (notebooks at once in both steps, default 2; each kernel then has OMP_NUM_THREADS=1).
 #   ADVLAB_ZOO / ADVLAB_DATA are passed through.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -22,13 +23,19 @@ if [[ -n "${PYTHON:-}" ]]; then PY="$PYTHON"; elif [[ -x .venv/bin/python ]]; th
 PROFILE="${PROFILE:-quick}"
 DEVICE="${DEVICE:-cpu}"
 PROGRESS="${PROGRESS:-cells}"
+# JOBS notebooks at once (papermill) and JOBS nbval workers (pytest-xdist, a notebook per worker), each
+# kernel with one torch thread, so that nbval re-runs them as papermill ran them.
+JOBS="${JOBS:-2}"
+if (( JOBS > 1 )); then export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"; fi
+NBVAL_PAR=()
+(( JOBS > 1 )) && NBVAL_PAR=(-n "$JOBS" --dist loadfile)
 ONLY_ARGS=()
 [[ -n "${ONLY:-}" ]] && ONLY_ARGS=(--only "$ONLY")
 
 echo "== papermill: executing notebooks into $OUT (profile=$PROFILE, device=$DEVICE)"
 t0=$SECONDS
 "$PY" -m advlab.course run --kind all --profile "$PROFILE" --device "$DEVICE" --out "$OUT" --progress "$PROGRESS" \
-  "${ONLY_ARGS[@]}"
+  --jobs "$JOBS" "${ONLY_ARGS[@]}"
 t1=$SECONDS
 
 mapfile -t EXECUTED < <(ls "$OUT"/notebooks/*.ipynb "$OUT"/solutions/*.ipynb "$OUT"/exercises/*.ipynb 2>/dev/null)
@@ -38,6 +45,6 @@ if [[ -n "${ONLY:-}" ]]; then
 fi
 echo "== nbval: validating ${#EXECUTED[@]} executed notebooks"
 "$PY" -m pytest -p tests.nbval_semicolon --nbval "${EXECUTED[@]}" --nbval-sanitize-with tests/nbval_sanitize.cfg \
-  --nbval-cell-timeout 900 -p no:cacheprovider -q
+  --nbval-cell-timeout 900 -p no:cacheprovider -q "${NBVAL_PAR[@]}"
 t2=$SECONDS
 echo "== notebook tests passed: papermill $((t1 - t0)) s, nbval $((t2 - t1)) s"

@@ -281,6 +281,34 @@ def test_exercise_runner_tolerates_only_not_implemented(tmp_path, capsys):
     assert "06_bug.ipynb" in err and "ZeroDivisionError" in err
 
 
+def test_run_with_two_jobs_overlaps_notebooks_and_keeps_the_order(tmp_path, capsys, monkeypatch):
+    """jobs=2: two kernels at once (each notebook waits, up to 60 s, until the other has started), one torch
+    thread each, every cell line labelled with its own notebook, course_run.json in the course's order."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for nn, other in (("05", "06"), ("06", "05")):
+        _write(tmp_path / "notebooks" / f"{nn}_n.ipynb", [
+            "import os, pathlib, time, torch\n"
+            f"pathlib.Path(OUT_DIR, '..', 'started_{nn}').touch()\n"
+            "t0 = time.time()\n"
+            f"while not pathlib.Path(OUT_DIR, '..', 'started_{other}').exists() and time.time() - t0 < 60:\n"
+            "    time.sleep(0.1)\n"
+            f"pathlib.Path(OUT_DIR, 'r.txt').write_text(f\"{{pathlib.Path(OUT_DIR, '..', 'started_{other}').exists()}} \"\n"
+            "                                     f\"{os.environ.get('OMP_NUM_THREADS')} {torch.get_num_threads()}\")",
+            f"print('{nn} done')"])
+    out = tmp_path / "out"
+    assert course.run(out=out, root=tmp_path, jobs=2) == 0
+    for nn in ("05", "06"):
+        assert (out / "results" / nn / "r.txt").read_text() == "True 1 1"     # overlapped, one thread
+    text = capsys.readouterr().out
+    for nn in ("05", "06"):   # each notebook's own cells under its own label
+        assert re.search(rf"\[notebooks/{nn}_n.ipynb\] cell 4/4 done in [\d.]+ s .*print\('{nn} done'\)", text)
+    rec = json.loads((out / "course_run.json").read_text())
+    assert [r["notebook"] for r in rec["notebooks"]] == ["notebooks/05_n.ipynb", "notebooks/06_n.ipynb"]
+    assert rec["jobs"] == 2 and rec["failures"] == []
+    with pytest.raises(ValueError, match="jobs"):
+        course.run(out=out, root=tmp_path, jobs=0)
+
+
 def test_run_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="profile"):
         course.run(profile="medium", root=tmp_path)
