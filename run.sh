@@ -50,9 +50,7 @@ case "$JOB" in
   test)
     setup
     say "unit tests, exercise sync, notebooks (papermill) and their validation (nbval)"
-    # two worker processes (pytest-xdist), one torch thread each: about 1.5x faster than one process
-    # on 2 cores; worksteal evens out the few long tests (oracles, the wheel)
-    "$PY" -m pytest -q -ra --durations=15 -m "not notebooks" -p no:cacheprovider -n "${TEST_WORKERS:-2}" --dist worksteal tests
+    "$PY" -m pytest -q -ra --durations=15 -m "not notebooks" -p no:cacheprovider tests
     scripts/run_notebook_tests.sh build/notebook-tests   # papermill (lectures, solutions, exercises), then nbval
     say "the course website from the executed notebooks (Jupyter Book), checked in headless Chromium"
     "$VENV/bin/advlab" course site --executed build/notebook-tests --out build/site --check

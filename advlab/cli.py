@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     c.add_argument("--fake-cuda", action="store_true", help="run: DEVICE='cuda' on the CPU under advlab.fake_cuda, "
                    "which fails on device mixing as a GPU would (--device is ignored)")
     c.add_argument("--jobs", type=_COUNT, default=1, help="run: notebooks executed at once, one torch thread "
-                   "each unless OMP_NUM_THREADS is set (2 suits a 2-core machine)")
+                   "each unless OMP_NUM_THREADS is set (for machines with many cores; no gain on 2)")
     c.set_defaults(func=_course)
     e = sub.add_parser("evaluate", help="robust accuracy of a zoo model (resumable; --record writes a record)")
     e.add_argument("name", type=_zoo_name)

@@ -4,13 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-# The machine has 2 cores; keep tests deterministic and bounded. Under pytest-xdist (`-n N`, as
-# run.sh runs them) the N worker processes share the cores, so each takes one torch thread: small
-# models gain little from a second thread, and oversubscribed OpenMP threads wait on each other.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
-else:
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The machine has 2 cores; keep tests deterministic and bounded.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture
