@@ -41,3 +41,43 @@ def test_chunks_keep_seconds_and_name_their_call(tmp_path, monkeypatch):
     assert steps == 4 and [r["iter"] for r in hist] == [2, 4, 6] and [r["call"] for r in hist] == [1, 2, 2]
     assert hist[1]["seconds"] > meta["seconds"] and secs > hist[-1]["seconds"] - 1   # the first call's seconds count
     assert json.loads((tmp_path / "ck.pt.json").read_text())["calls"] == 2
+
+
+def test_epoch_loop_chunks_keep_seconds_and_name_their_call(tmp_path, monkeypatch):
+    """loop.train (the classifiers' epochs, as fmnist/trades trains on this CPU in chunks): the same."""
+    from advlab.training import loop
+    clock = iter(range(0, 100_000, 10))
+    monkeypatch.setattr("advlab.training.loop.time.time", lambda: float(next(clock)))
+    cfg = loop.TrainConfig(arch="mlp", dataset="synthetic", epochs=3, n_train=128, n_test=32, batch_size=64, seed=0)
+    real_accuracy, calls = loop.accuracy, []
+
+    def accuracy_then_kill(*a, **k):                      # the chunk ends while evaluating epoch 2
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_accuracy(*a, **k)
+    monkeypatch.setattr(loop, "accuracy", accuracy_then_kill)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(cfg, checkpoint=tmp_path / "ck.pt", progress=False)
+    meta = json.loads((tmp_path / "ck.pt.json").read_text())
+    assert meta["epoch"] == 1 and meta["calls"] == 1 and meta["seconds"] > 0
+    monkeypatch.setattr(loop, "accuracy", real_accuracy)
+    _, metrics = loop.train(cfg, checkpoint=tmp_path / "ck.pt", progress=False)
+    hist = metrics["history"]
+    assert [r["epoch"] for r in hist] == [1, 2, 3] and [r["call"] for r in hist] == [1, 2, 2]
+    assert hist[0]["seconds"] < hist[1]["seconds"] < hist[2]["seconds"] <= metrics["train_seconds"]
+    assert hist[1]["seconds"] > meta["seconds"]                           # the first call's seconds count
+
+
+def test_histories_written_before_calls_were_counted_are_made_cumulative():
+    """Old checkpoints restarted the seconds at every resumed call (fmnist/trades' epoch 5: 2789.9 s
+    after epoch 4's 5457.4 s): a drop starts a new call, and the earlier calls' seconds are added."""
+    from advlab.training.loop import cumulative_seconds
+    old = [{"epoch": 1, "seconds": 100.0}, {"epoch": 2, "seconds": 200.0}, {"epoch": 3, "seconds": 50.0},
+           {"epoch": 4, "seconds": 150.0}, {"epoch": 5, "seconds": 60.0}]
+    got = cumulative_seconds(old)
+    assert [r["seconds"] for r in got] == [100.0, 200.0, 250.0, 350.0, 410.0]
+    assert [r["call"] for r in got] == [1, 1, 2, 2, 3]
+    new = got + [{"epoch": 6, "seconds": 500.0, "call": 4}]
+    assert cumulative_seconds(new) == new                               # rows that name their call are kept
+    assert old[2]["seconds"] == 50.0                                    # the input is not changed

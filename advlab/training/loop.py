@@ -163,13 +163,15 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     loss_fn = loss_fn or (lambda m, xb, yb: F.cross_entropy(m(xb), yb, label_smoothing=cfg.label_smoothing))
     use_amp = cfg.amp and device.type == "cuda"
-    history, start_epoch = [], 0
+    history, start_epoch, before, calls = [], 0, 0.0, 1
     g = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
     ckpt = Path(checkpoint) if checkpoint else None
     meta = resume_training_state(ckpt, g, model=model, opt=opt, sched=sched) if ckpt else None
-    if meta is not None:
-        start_epoch, history = meta["epoch"], meta["history"]
-    t0, monitored, stop = time.time(), [], False
+    if meta is not None:   # a run trained in chunks: its seconds and calls go on counting
+        start_epoch, history = meta["epoch"], cumulative_seconds(meta["history"])
+        before = float(meta.get("seconds", history[-1]["seconds"] if history else 0.0))
+        calls = int(meta.get("calls", history[-1]["call"] if history else 1)) + 1
+    t0, monitored, stop = time.time() - before, [], False
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         if sampler is not None:
@@ -207,12 +209,13 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
             stop = _call_monitor(monitor, model, (epoch + 1) * steps_per_epoch, monitored, progress)
         test_acc = accuracy(model, x_test.to(device), y_test.to(device))
         history.append({"epoch": epoch + 1, "train_loss": total_loss / seen, "test_acc": test_acc,
-                        "seconds": round(time.time() - t0, 1)})
+                        "seconds": round(time.time() - t0, 1), "call": calls})
         if progress:
             print(f"epoch {epoch + 1}/{cfg.epochs}: train loss {total_loss / seen:.4f}, "
                   f"test acc {100 * test_acc:.2f}% ({len(y_test)} images)")
         if ckpt and rank == 0 and not stop:
-            save_training_state(ckpt, g, {"epoch": epoch + 1, "history": history}, model=model, opt=opt, sched=sched)
+            save_training_state(ckpt, g, {"epoch": epoch + 1, "history": history, "seconds": round(time.time() - t0, 1),
+                                          "calls": calls}, model=model, opt=opt, sched=sched)
         if stop:
             break
     model.eval()
@@ -328,6 +331,26 @@ def load_training_state(path: str | Path, g: torch.Generator, **states) -> dict:
     where = ", ".join(f"{k} {meta[k]}" for k in ("epoch", "iter") if k in meta)
     print(f"resuming from {path} after {where}")
     return meta
+
+
+def cumulative_seconds(history: list[dict]) -> list[dict]:
+    """History rows with training seconds over all calls and the call that logged each ("call": 1, 2, ...).
+
+    Rows that already name their call are kept. Rows written before calls were counted restarted their
+    seconds at every resumed call: a row whose seconds are below the previous row's starts a new call,
+    and the earlier calls' seconds are added to it (a call whose first row took longer than all the
+    calls before it cannot be told apart, and stays merged with them)."""
+    out, offset, last, call = [], 0.0, 0.0, 1
+    for h in history:
+        if "call" in h:
+            out.append(h)
+            offset, last, call = 0.0, 0.0, h["call"]
+            continue
+        if h["seconds"] < last:
+            offset, call = offset + last, call + 1
+        last = h["seconds"]
+        out.append(h | {"seconds": round(h["seconds"] + offset, 1), "call": call})
+    return out
 
 
 def resume_training_state(path: str | Path | None, g: torch.Generator, **states) -> dict | None:
