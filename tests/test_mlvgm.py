@@ -395,3 +395,15 @@ def test_the_level_pieces_reproduce_decode_mixed(model, xy):
         assert z_e.shape == (len(x), *model.latent_shapes()[i]) == z_s.shape
         s = model.advance(i, s, (1 - a[i]) * z_e + a[i] * z_s)
     assert torch.equal(model.to_image(s), model.decode_mixed(x, a, 0.6, gen(5)))
+
+
+def test_hvae_report_says_over_how_many_calls_it_trained():
+    """train_iterations counts seconds over all calls of a chunked run: the report says so; a record made
+    before calls were counted (the shipped one) keeps its 'last (resumed) call' wording."""
+    import json
+    from advlab import resources
+    from advlab.purifiers.mlvgm.train import format_hvae_report
+    rep = json.loads((resources.results_dir() / "hvae_fmnist.json").read_text())
+    assert "wall clock in the last (resumed) call" in format_hvae_report(rep)
+    rep["training"]["calls"] = 3
+    assert f"{rep['training']['train_seconds']} s wall clock over 3 call(s)" in format_hvae_report(rep)

@@ -416,7 +416,8 @@ def hvae_report(n: int = 1000, seed: int = 0, n_samples: int = 1000, classifier:
     every = max(1, len(hist) // 14)
     return {"model": "fmnist/hvae", "sha256": rec["sha256"], "command": rec.get("command"), "device": rec.get("device"),
             "date": rec.get("date"), "config": rec["config"],
-            "training": {k: rec["metrics"].get(k) for k in ("iters", "train_seconds", "params", "weights")},
+            "training": {k: rec["metrics"].get(k) for k in ("iters", "train_seconds", "params", "weights")}
+            | {"calls": max((h["call"] for h in hist if "call" in h), default=None)},   # None: trained before calls were counted
             "test_subset": {"n": n, "seed": seed}, "metrics": metrics,
             "classifier": classifier, "classifier_on_test": acc(x), "classifier_on_reconstructions": acc(rec_x),
             "samples": samples, "history_excerpt": hist[every - 1::every] + (hist[-1:] if len(hist) % every else []),
@@ -432,7 +433,9 @@ def format_hvae_report(rep: dict) -> str:
              "Variable Generative Models are good defenders against Adversarial Attacks\" "
              "(advlab.purifiers.mlvgm.model).", "",
              f"Trained with `{rep['command']}` on {rep['device']} ({rep['date']}): {t['iters']} iterations of "
-             f"{rep['config']['batch_size']}, {t['train_seconds']} s wall clock in the last (resumed) call, {t['params']} "
+             f"{rep['config']['batch_size']}, {t['train_seconds']} s wall clock "
+             + (f"over {t['calls']} call(s), " if t.get("calls") else "in the last (resumed) call, ")
+             + f"{t['params']} "
              f"parameters, {t['weights']} weights saved.", "",
              f"## On {rep['test_subset']['n']} test images (seed {rep['test_subset']['seed']})", "",
              "| metric | value |", "|---|---|",
