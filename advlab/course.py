@@ -516,6 +516,8 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
     """
     if profile not in ("quick", "full"):
         raise ValueError(f"profile: must be 'quick' or 'full', got {profile!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: must be a positive integer, got {jobs!r}")
     if isinstance(progress, bool):
         progress = "bar" if progress else "none"
     if progress not in PROGRESS_MODES:
@@ -539,8 +541,6 @@ def run(profile: str = "quick", only=None, out: str | Path = "build", device: st
                else f"only={only!r} matches none of them (numbers such as 00,01)")
         print(f"advlab course: no notebooks matched (kind={kind!r}, only={only!r}) under {root}: {why}", file=sys.stderr)
         return 1
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs: must be a positive integer, got {jobs!r}")
     env = _fake_cuda_env(out) if fake_cuda else {}
     if jobs > 1 and not os.environ.get("OMP_NUM_THREADS"):
         env["OMP_NUM_THREADS"] = "1"
