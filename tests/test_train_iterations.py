@@ -81,3 +81,26 @@ def test_histories_written_before_calls_were_counted_are_made_cumulative():
     new = got + [{"epoch": 6, "seconds": 500.0, "call": 4}]
     assert cumulative_seconds(new) == new                               # rows that name their call are kept
     assert old[2]["seconds"] == 50.0                                    # the input is not changed
+
+
+def test_iteration_loop_repairs_a_legacy_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint written by the old train_iterations (no "seconds" or "calls" saved, seconds restarted
+    at the second call: fmnist/consistency's first chunks) goes on with the repaired history: the earlier
+    calls' seconds count and this call is the third."""
+    clock = iter(range(0, 100_000, 10))
+    monkeypatch.setattr("advlab.training.loop.time.time", lambda: float(next(clock)))
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "ck.pt", crash_at=5)                  # checkpoint after 4 iterations
+    path = tmp_path / "ck.pt.json"
+    meta = json.loads(path.read_text())
+    legacy = {"iter": 4, "history": [{"iter": 2, "loss": 1.0, "seconds": 300.0},
+                                     {"iter": 4, "loss": 1.0, "seconds": 100.0}]}    # call 2 restarted its clock
+    path.write_text(json.dumps(legacy))
+    state = torch.load(tmp_path / "ck.pt", weights_only=True)
+    state["meta"] = json.dumps(legacy)
+    torch.save(state, tmp_path / "ck.pt")
+    (hist, secs), steps = _run(tmp_path / "ck.pt")
+    assert steps == 2 and [r["iter"] for r in hist] == [2, 4, 6] and [r["call"] for r in hist] == [1, 2, 3]
+    assert [r["seconds"] for r in hist[:2]] == [300.0, 400.0]              # made cumulative
+    assert hist[2]["seconds"] > 400.0 and secs > 400.0                    # the earlier calls' 400 s count
+    assert meta["iter"] == 4

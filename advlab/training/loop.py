@@ -163,14 +163,10 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     loss_fn = loss_fn or (lambda m, xb, yb: F.cross_entropy(m(xb), yb, label_smoothing=cfg.label_smoothing))
     use_amp = cfg.amp and device.type == "cuda"
-    history, start_epoch, before, calls = [], 0, 0.0, 1
     g = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
     ckpt = Path(checkpoint) if checkpoint else None
     meta = resume_training_state(ckpt, g, model=model, opt=opt, sched=sched) if ckpt else None
-    if meta is not None:   # a run trained in chunks: its seconds and calls go on counting
-        start_epoch, history = meta["epoch"], cumulative_seconds(meta["history"])
-        before = float(meta.get("seconds", history[-1]["seconds"] if history else 0.0))
-        calls = int(meta.get("calls", history[-1]["call"] if history else 1)) + 1
+    start_epoch, history, before, calls = resumed_progress(meta, "epoch")
     t0, monitored, stop = time.time() - before, [], False
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
@@ -353,6 +349,21 @@ def cumulative_seconds(history: list[dict]) -> list[dict]:
     return out
 
 
+def resumed_progress(meta: dict | None, key: str) -> tuple[int, list[dict], float, int]:
+    """Where a run goes on from the state resume_training_state returned (None: a fresh run).
+
+    key: "epoch" or "iter", the unit the run counts. Returns (the first epoch or iteration still to
+    train, the history with seconds over all calls (cumulative_seconds), the training seconds of the
+    earlier calls, the number of this call). Checkpoints written before seconds and calls were saved
+    fall back on the repaired history's last row."""
+    if meta is None:
+        return 0, [], 0.0, 1
+    history = cumulative_seconds(meta["history"])
+    before = float(meta.get("seconds", history[-1]["seconds"] if history else 0.0))
+    calls = int(meta.get("calls", history[-1]["call"] if history else 1)) + 1
+    return meta[key], history, before, calls
+
+
 def resume_training_state(path: str | Path | None, g: torch.Generator, **states) -> dict | None:
     """load_training_state when `path` (or its PATH.json) exists; None when there is nothing to resume.
     A state that cannot be read (truncated, not ours, written for other shapes) gives a RuntimeWarning
@@ -404,13 +415,8 @@ def train_iterations(cfg, step_fn: Callable[[], dict], g: torch.Generator, state
     logged it ("call": 1, 2, ...), so a record shows how many chunks trained the run.
     """
     ckpt = Path(checkpoint) if checkpoint else None
-    start, history, before, calls = 0, [], 0.0, 1
     meta = resume_training_state(ckpt, g, **states) if ckpt else None
-    if meta is not None:
-        start, history = meta["iter"], meta["history"]
-        # seconds of the earlier calls (checkpoints written before this was recorded: the last logged row's)
-        before = float(meta.get("seconds", history[-1]["seconds"] if history else 0.0))
-        calls = int(meta.get("calls", 1)) + 1
+    start, history, before, calls = resumed_progress(meta, "iter")
     t0 = time.time() - before
     sums: dict[str, float] = {}
     bar = tqdm(range(start, cfg.iters), desc=desc, disable=not progress, initial=start, total=cfg.iters)
