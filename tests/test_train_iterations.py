@@ -104,3 +104,44 @@ def test_iteration_loop_repairs_a_legacy_checkpoint(tmp_path, monkeypatch):
     assert [r["seconds"] for r in hist[:2]] == [300.0, 400.0]              # made cumulative
     assert hist[2]["seconds"] > 400.0 and secs > 400.0                    # the earlier calls' 400 s count
     assert meta["iter"] == 4
+
+
+def test_epoch_loop_keeps_the_monitor_across_calls(tmp_path, monkeypatch):
+    """The held-out monitor's rows of earlier calls stay in the run's metrics (fmnist/pgd-at's and fmnist/trades'
+    manifests had lost those of the epochs before their last resumed call), each row names its epoch, and the
+    monitor is told what the earlier checks saw (restore)."""
+    from advlab.training import loop
+    cfg = loop.TrainConfig(arch="mlp", dataset="synthetic", epochs=3, n_train=128, n_test=32, batch_size=64, seed=0)
+
+    class Monitor:
+        def __init__(self):
+            self.restored = None
+
+        def __call__(self, model, step):
+            return {"pgd_acc": step / 100, "fgsm_acc": 0.5}
+
+        def restore(self, rows):
+            self.restored = [r["step"] for r in rows]
+    real_accuracy, calls = loop.accuracy, []
+
+    def accuracy_then_kill(*a, **k):                      # the chunk ends while evaluating epoch 2
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_accuracy(*a, **k)
+    monkeypatch.setattr(loop, "accuracy", accuracy_then_kill)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(cfg, checkpoint=tmp_path / "ck.pt", progress=False, monitor=Monitor())
+    monkeypatch.setattr(loop, "accuracy", real_accuracy)
+    second = Monitor()
+    _, metrics = loop.train(cfg, checkpoint=tmp_path / "ck.pt", progress=False, monitor=second)
+    assert second.restored == [2]                          # epoch 1's check (2 steps of 64 per epoch)
+    assert [(r["step"], r["epoch"]) for r in metrics["monitor"]] == [(2, 1), (4, 2), (6, 3)]
+
+
+def test_overfit_monitor_restores_its_best_check():
+    from advlab.training.adversarial import OverfitMonitor
+    m = OverfitMonitor(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), 0.1)
+    m.restore([{"step": 1, "pgd_acc": 0.4, "fgsm_acc": 0.5}, {"step": 2, "pgd_acc": 0.6, "fgsm_acc": 0.7},
+               {"step": 3, "pgd_acc": 0.2, "fgsm_acc": 0.9, "catastrophic_overfitting": True}])
+    assert (m.best_pgd, m.fgsm_at_best, m.flagged) == (0.6, 0.7, 3)

@@ -182,9 +182,22 @@ class OverfitMonitor:
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
             out |= {"catastrophic_overfitting": True, "message": msg}
             if self.stop:
-                model.load_state_dict(self.best_state)
+                if self.best_state is not None:
+                    model.load_state_dict(self.best_state)
+                else:   # the best check was in an earlier (resumed) call, whose weights were not kept
+                    out["message"] += "; the best check's weights belong to an earlier call: the current ones are kept"
                 out["stop"] = True
         return out
+
+    def restore(self, rows: list[dict]) -> None:
+        """Go on from the checks of earlier calls of a resumed run (their rows as __call__ returned them,
+        plus "step"): the best PGD accuracy, FGSM at that check and the flag. The best check's weights
+        are not kept across calls."""
+        for r in rows:
+            if r["pgd_acc"] > self.best_pgd:
+                self.best_pgd, self.fgsm_at_best = r["pgd_acc"], r["fgsm_acc"]
+            if r.get("catastrophic_overfitting") and self.flagged is None:
+                self.flagged = r["step"]
 
 
 def adversarial_train(cfg: ATConfig, model: nn.Module | None = None, checkpoint=None,

@@ -125,7 +125,9 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
     """Train `model` (or a fresh `cfg.arch`) and return it in eval mode with its metrics.
 
     monitor(model, step) is called every `monitor_every` optimiser steps (0: after each epoch) and
-    may return a dict, kept in metrics["monitor"]; {"stop": True} in it ends training there.
+    may return a dict, kept in metrics["monitor"] with the step and epoch it was called at; {"stop": True}
+    in it ends training there. A resumed run keeps the earlier calls' rows (the checkpoint saves them) and
+    hands them to monitor.restore(rows) when the monitor has one.
     Under torchrun (several processes) the model is wrapped in DistributedDataParallel and each
     process trains on its shard of every epoch; cfg.batch_size stays the global batch size.
     """
@@ -167,7 +169,9 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
     ckpt = Path(checkpoint) if checkpoint else None
     meta = resume_training_state(ckpt, g, model=model, opt=opt, sched=sched) if ckpt else None
     start_epoch, history, before, calls = resumed_progress(meta, "epoch")
-    t0, monitored, stop = time.time() - before, [], False
+    t0, monitored, stop = time.time() - before, list((meta or {}).get("monitor", [])), False
+    if monitored and hasattr(monitor, "restore"):   # the monitor goes on from the checks of the earlier calls
+        monitor.restore(monitored)
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         if sampler is not None:
@@ -197,12 +201,12 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
             global_step = epoch * steps_per_epoch + step + 1
             if monitor and monitor_every and global_step % monitor_every == 0:
                 _sync_buffers(model, world)
-                stop = _call_monitor(monitor, model, global_step, monitored, progress)
+                stop = _call_monitor(monitor, model, global_step, global_step / steps_per_epoch, monitored, progress)
                 if stop:
                     break
         _sync_buffers(model, world)
         if monitor and not monitor_every:
-            stop = _call_monitor(monitor, model, (epoch + 1) * steps_per_epoch, monitored, progress)
+            stop = _call_monitor(monitor, model, (epoch + 1) * steps_per_epoch, epoch + 1, monitored, progress)
         test_acc = accuracy(model, x_test.to(device), y_test.to(device))
         history.append({"epoch": epoch + 1, "train_loss": total_loss / seen, "test_acc": test_acc,
                         "seconds": round(time.time() - t0, 1), "call": calls})
@@ -211,7 +215,7 @@ def train(cfg: TrainConfig, model: nn.Module | None = None,
                   f"test acc {100 * test_acc:.2f}% ({len(y_test)} images)")
         if ckpt and rank == 0 and not stop:
             save_training_state(ckpt, g, {"epoch": epoch + 1, "history": history, "seconds": round(time.time() - t0, 1),
-                                          "calls": calls}, model=model, opt=opt, sched=sched)
+                                          "calls": calls, "monitor": monitored}, model=model, opt=opt, sched=sched)
         if stop:
             break
     model.eval()
@@ -232,12 +236,12 @@ def _sync_buffers(model: nn.Module, world: int) -> None:
             torch.distributed.broadcast(buf, src=0)
 
 
-def _call_monitor(monitor, model, step: int, monitored: list, progress: bool) -> bool:
+def _call_monitor(monitor, model, step: int, epoch: float, monitored: list, progress: bool) -> bool:
     was_training = model.training
     out = monitor(model, step) or {}
     model.train(was_training)
     if out:
-        monitored.append({"step": step} | out)
+        monitored.append({"step": step, "epoch": round(epoch, 4)} | out)
         if progress and out.get("message"):
             tqdm.write(out["message"])
     return bool(out.get("stop"))
