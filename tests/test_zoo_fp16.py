@@ -75,9 +75,6 @@ def test_bundled_conversions_passed_their_checks():
         assert rec["converted_from"]["sha256"] != rec["sha256"], name
 
 
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-04 after scripts/compact_zoo.py: 30.3 MB tracked; fmnist/trades "
-                   "(PGD-40 -0.40 points on 1000) failed the float16 check and stays float32 (5.1 MB) until its retrain; "
-                   "fmnist/vaegan passed on all 10,000 test images (-0.01 points) and is float16")
 def test_tracked_files_fit_the_size_budget():
     """All tracked files of the repository together stay under 30 MB (the zoo is a download for every clone)."""
     try:

@@ -53,7 +53,7 @@ register(ZooEntry("fmnist/pgd-at", "cnn", "fashion_mnist",
                   train_quick=dict(epochs=1, n_train=2000, n_test=500, steps=2), trainer=_AT))
 register(ZooEntry("fmnist/trades", "cnn", "fashion_mnist",
                   "SmallCNN, TRADES (beta 6): KL-PGD-5 (step 0.03) at Linf eps 0.1",
-                  train=dict(method="trades", eps=0.1, steps=5, alpha=0.03, beta=6.0, epochs=8, lr=0.05, seed=4),
+                  train=dict(method="trades", eps=0.1, steps=5, alpha=0.03, beta=6.0, epochs=20, lr=0.05, seed=4),
                   train_quick=dict(epochs=1, n_train=2000, n_test=500, steps=2), trainer=_AT))
 register(ZooEntry("fmnist/fgsm-at", "cnn", "fashion_mnist",
                   "SmallCNN, fast FGSM-AT (Wong et al. 2020): one FGSM step of 1.25 eps from a random start "
