@@ -43,25 +43,31 @@ def test_chunks_keep_seconds_and_name_their_call(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "ck.pt.json").read_text())["calls"] == 2
 
 
-def test_epoch_loop_chunks_keep_seconds_and_name_their_call(tmp_path, monkeypatch):
-    """loop.train (the classifiers' epochs, as fmnist/trades trains on this CPU in chunks): the same."""
+def _epoch_run_killed_in_epoch_2(monkeypatch, cfg, **kw):
+    """Run loop.train until it is killed while evaluating epoch 2 (epoch 1 checkpointed), as a chunk ends."""
     from advlab.training import loop
-    clock = iter(range(0, 100_000, 10))
-    monkeypatch.setattr("advlab.training.loop.time.time", lambda: float(next(clock)))
-    cfg = loop.TrainConfig(arch="mlp", dataset="synthetic", epochs=3, n_train=128, n_test=32, batch_size=64, seed=0)
     real_accuracy, calls = loop.accuracy, []
 
-    def accuracy_then_kill(*a, **k):                      # the chunk ends while evaluating epoch 2
+    def accuracy_then_kill(*a, **k):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real_accuracy(*a, **k)
     monkeypatch.setattr(loop, "accuracy", accuracy_then_kill)
     with pytest.raises(KeyboardInterrupt):
-        loop.train(cfg, checkpoint=tmp_path / "ck.pt", progress=False)
+        loop.train(cfg, progress=False, **kw)
+    monkeypatch.setattr(loop, "accuracy", real_accuracy)
+
+
+def test_epoch_loop_chunks_keep_seconds_and_name_their_call(tmp_path, monkeypatch):
+    """loop.train (the classifiers' epochs, as fmnist/trades trains on this CPU in chunks): the same."""
+    from advlab.training import loop
+    clock = iter(range(0, 100_000, 10))
+    monkeypatch.setattr("advlab.training.loop.time.time", lambda: float(next(clock)))
+    cfg = loop.TrainConfig(arch="mlp", dataset="synthetic", epochs=3, n_train=128, n_test=32, batch_size=64, seed=0)
+    _epoch_run_killed_in_epoch_2(monkeypatch, cfg, checkpoint=tmp_path / "ck.pt")
     meta = json.loads((tmp_path / "ck.pt.json").read_text())
     assert meta["epoch"] == 1 and meta["calls"] == 1 and meta["seconds"] > 0
-    monkeypatch.setattr(loop, "accuracy", real_accuracy)
     _, metrics = loop.train(cfg, checkpoint=tmp_path / "ck.pt", progress=False)
     hist = metrics["history"]
     assert [r["epoch"] for r in hist] == [1, 2, 3] and [r["call"] for r in hist] == [1, 2, 2]
@@ -122,17 +128,7 @@ def test_epoch_loop_keeps_the_monitor_across_calls(tmp_path, monkeypatch):
 
         def restore(self, rows):
             self.restored = [r["step"] for r in rows]
-    real_accuracy, calls = loop.accuracy, []
-
-    def accuracy_then_kill(*a, **k):                      # the chunk ends while evaluating epoch 2
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_accuracy(*a, **k)
-    monkeypatch.setattr(loop, "accuracy", accuracy_then_kill)
-    with pytest.raises(KeyboardInterrupt):
-        loop.train(cfg, checkpoint=tmp_path / "ck.pt", progress=False, monitor=Monitor())
-    monkeypatch.setattr(loop, "accuracy", real_accuracy)
+    _epoch_run_killed_in_epoch_2(monkeypatch, cfg, checkpoint=tmp_path / "ck.pt", monitor=Monitor())
     second = Monitor()
     _, metrics = loop.train(cfg, checkpoint=tmp_path / "ck.pt", progress=False, monitor=second)
     assert second.restored == [2]                          # epoch 1's check (2 steps of 64 per epoch)
