@@ -8,7 +8,7 @@
 #   2. the PGD-40 record on the fixed 2000-image subset (tests/test_zoo_robust.py reproduces it);
 #   3. float16 where the metrics move by <= 0.2 points (scripts/compact_zoo.py; re-measures them);
 #   4. the honest-evaluation ensemble on 1000 and AutoAttack (standard) on 1000, on the stored weights.
-# Afterwards: the zoo entry's own epochs (advlab/zoo/entries.py, 8 today) to 20 so that a plain `advlab train
+# Afterwards (done for the 2026-12-05 retrain): the zoo entry's own epochs (advlab/zoo/entries.py) at 20 so that a plain `advlab train
 # fmnist/trades --profile full` trains this model; the bars (>= 85% clean, >= 75% PGD-40), tests/test_zoo_fp16.py's size budget (its strict xfail
 # turns into a failure once the tracked files fit), lecture 03 and the README's TRADES figures.
 set -euo pipefail
