@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     t.add_argument("--device", type=_device, default="auto")
     t.add_argument("--out", default=None, help="zoo folder to write into (default: the package zoo for full, build/zoo for quick)")
     t.add_argument("--threads", type=_THREADS, default=0, help="torch CPU threads (0: torch's default)")
-    t.add_argument("--set", nargs="*", type=_setting_text, default=[], metavar="NAME=VALUE",
+    t.add_argument("--set", action="extend", nargs="+", type=_setting_text, default=[], metavar="NAME=VALUE",
                    help="override config fields of the profile, e.g. iters=20000 latent_dim=128 (for searches)")
     t.set_defaults(func=_train)
     d = sub.add_parser("data", help="prepare datasets")
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     r.add_argument("--sanity-n", type=_COUNT, default=200, help="large-eps sweep on the first N images")
     r.add_argument("--speed-n", type=_COUNT, default=256, help="images of the purify throughput measurement")
     r.add_argument("--speed-only", action="store_true", help="only measure purify's images/s on --speed-n images")
-    r.add_argument("--set", nargs="*", type=_setting_text, default=[], metavar="NAME=VALUE",
+    r.add_argument("--set", action="extend", nargs="+", type=_setting_text, default=[], metavar="NAME=VALUE",
                    help="defense settings, e.g. steps=200")
     r.add_argument("--device", type=_device, default="auto")
     r.add_argument("--threads", type=_THREADS, default=0)

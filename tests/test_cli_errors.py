@@ -103,3 +103,16 @@ def test_a_truncated_resume_file_warns_in_one_line_and_the_run_completes(capsys,
     warning = [line for line in captured.err.splitlines() if "RuntimeWarning" in line]
     assert len(warning) == 1 and state.name in warning[0] and "corrupt" in warning[0], captured.err
     json.loads(state.read_text())                     # rewritten whole
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "fmnist/consistency", "--set", "iters=40", "--set", "cpu_bf16=true", "eval_n=10"],
+    ["defense-report", "lqvae", "--set", "iters=40", "--set", "cpu_bf16=true", "eval_n=10"],
+])
+def test_every_set_counts_when_given_more_than_once(monkeypatch, argv):
+    # argparse's nargs="*" keeps only the last --set: `--set a=1 --set b=2` used to drop a=1 silently
+    seen = {}
+    monkeypatch.setattr(cli, "_train", lambda args: seen.setdefault("set", args.set) and 0)
+    monkeypatch.setattr(cli, "_defense_report", lambda args: seen.setdefault("set", args.set) and 0)
+    assert cli.main(argv) == 0
+    assert seen["set"] == ["iters=40", "cpu_bf16=true", "eval_n=10"]

@@ -102,6 +102,20 @@ def test_ct_loss_is_finite_and_grad_reaches_the_student_only(xy):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
 
 
+def test_cpu_bf16_autocasts_the_network_and_keeps_the_loss_in_float32(xy):
+    m = tiny_model().train()
+    conv_out = []
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            mod.register_forward_hook(lambda mod, inp, o: conv_out.append(o.dtype))
+    out = ct_loss(m, xy[0], 0, 100, torch.Generator().manual_seed(0), use_amp=True)
+    assert out["loss"].dtype == torch.float32 and math.isfinite(out["loss"].item())
+    assert conv_out and set(conv_out) == {torch.bfloat16}
+    conv_out.clear()
+    ct_loss(m, xy[0], 0, 100, torch.Generator().manual_seed(0))
+    assert set(conv_out) == {torch.float32}
+
+
 def _state(m):
     return {k: v.clone() for k, v in m.state_dict().items()}
 
@@ -117,7 +131,8 @@ def test_training_is_seeded_and_resume_is_exact(tmp_path):
     assert all(torch.equal(sa[k], _state(r)[k]) for k in sa)
     assert [h["iter"] for h in mr["history"]] == [2, 4] and mr["weights"] == "ema" and not r.training
     assert "samples" not in ma                                   # synthetic data: no zoo classifier judges them
-    for kw, name in ((dict(iters=0), "iters"), (dict(lr=0.0), "lr"), (dict(dropout=1.5), "dropout")):
+    for kw, name in ((dict(iters=0), "iters"), (dict(lr=0.0), "lr"), (dict(dropout=1.5), "dropout"),
+                     (dict(cpu_bf16="yes"), "cpu_bf16")):
         with pytest.raises(ValueError, match=f"^{name}: "):
             check_config(tiny_cfg(**kw))
 

@@ -49,6 +49,8 @@ class CTConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True                  # bf16 autocast of the network on CUDA (the loss in float32)
+    cpu_bf16: bool = False            # the same autocast on the CPU: 1.5x per iteration on a 2-core AMX Xeon
+                                      # (0.50 s against 0.77 s at batch 128); off unless asked for
     log_every: int = 100
     ckpt_every: int = 1000
     eval_n: int = 1000                # samples of the final metrics
@@ -63,6 +65,9 @@ def check_config(cfg: CTConfig) -> None:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v < hi \
                 or (name == "lr" and v == 0):
             raise ValueError(f"{name}: must be a number in [{lo}, {hi}){' and > 0' if name == 'lr' else ''}, got {v!r}")
+    for name in ("amp", "cpu_bf16"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ValueError(f"{name}: must be True or False, got {getattr(cfg, name)!r}")
 
 
 def n_steps(it: int, iters: int) -> int:
@@ -95,7 +100,7 @@ def ct_loss(model: ConsistencyModel, x: torch.Tensor, it: int, iters: int, g: to
     x = 2 * x - 1
     eps = torch.randn(x.shape, generator=g).to(x)
     view = (-1,) + (1,) * (x.dim() - 1)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
         student = model(x + s_hi.view(view) * eps, s_hi)
         with torch.no_grad():
             teacher = model(x + s_lo.view(view) * eps, s_lo)
@@ -113,6 +118,7 @@ def train_consistency(cfg: CTConfig, checkpoint: str | Path | None = None, progr
     from advlab.training.loop import iteration_run, train_iterations
     check_config(cfg)
     device, use_amp, x_train, g = iteration_run(cfg)
+    use_amp = use_amp or (cfg.cpu_bf16 and device.type == "cpu")
     channels = data.info(cfg.dataset).shape[0]
     model = ConsistencyModel(channels, cfg.width, cfg.emb_dim, cfg.dropout).to(device)
     opt = torch.optim.RAdam(model.parameters(), lr=cfg.lr)
