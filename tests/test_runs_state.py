@@ -1,8 +1,11 @@
-"""runs/: the tracked state of unfinished long evaluations (see runs/README.md). Every folder there must be
-a readable chunk store whose run is named in the README, so that a later session knows the command
-that resumes it; a run whose record has landed must not linger."""
+"""runs/: the tracked state of unfinished long evaluations and trainings (see runs/README.md). Every folder
+there must be a readable chunk store (or, under runs/training/, a packed training state) whose run is named
+in the README, so that a later session knows the command that resumes it; a run whose record (or zoo
+entry) has landed must not linger."""
 import json
 from pathlib import Path
+
+import pytest
 
 from advlab.evaluation import shard
 
@@ -11,7 +14,7 @@ RUNS = ROOT / "runs"
 
 
 def _stores():
-    return sorted(p for p in RUNS.glob("*/*") if p.is_dir())
+    return sorted(p for p in RUNS.glob("*/*") if p.is_dir() and p.parent.name != "training")
 
 
 def test_every_run_folder_is_a_whole_chunk_store_named_in_the_readme():
@@ -27,3 +30,17 @@ def test_every_run_folder_is_a_whole_chunk_store_named_in_the_readme():
             rec = json.loads((folder / f"{s}.json").read_text())
             assert rec["key_digest"] == dig and rec["data"]["n"] == min(key["chunk"], key["n"] - s), (folder, s)
         assert len(starts) < -(-key["n"] // key["chunk"]), f"{folder}: every chunk is done; land its record"
+
+
+def test_every_carried_training_state_is_whole_and_named_in_the_readme():
+    from advlab import zoo
+    readme = (RUNS / "README.md").read_text()
+    for folder in sorted(p for p in (RUNS / "training").glob("*") if p.is_dir()):
+        info = json.loads((folder / "state.json").read_text())
+        assert (folder / "tensors.safetensors").is_file(), folder
+        assert info["source"] == folder.name + ".pt", f"{folder}: packed from {info['source']}"
+        assert f"training/{folder.name}" in readme, f"{folder}: not described in runs/README.md"
+        entry = folder.name.rpartition("_")[0].replace("__", "/")
+        assert entry in zoo.REGISTRY, f"{folder}: {entry} is not a zoo entry"
+        with pytest.raises(zoo.NotTrainedError):   # once the entry has landed the carried state must go
+            zoo.info(entry)
