@@ -6,16 +6,24 @@ import json
 from advlab import cli
 
 
-def test_adaptive_runs_a_quick_ensemble_and_writes_its_result(tmp_path, capsys):
-    rc = cli.main(["adaptive", "fmnist/cnn", "--n", "6", "--profile", "quick", "--sanity-n", "4",
-                   "--state", str(tmp_path / "state"), "--out", str(tmp_path / "out"), "--threads", "1"])
-    assert rc == 0
+def test_adaptive_runs_a_quick_ensemble_and_writes_its_result(tmp_path, capsys, monkeypatch):
+    argv = ["adaptive", "fmnist/cnn", "--n", "6", "--profile", "quick", "--sanity-n", "4",
+            "--state", str(tmp_path / "state"), "--out", str(tmp_path / "out"), "--threads", "1"]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "apgd-ce" in out and "square" in out
     (result,) = (tmp_path / "out").glob("fmnist__cnn_adaptive_quick_linf0.1_n6_seed0.json")
     res = json.loads(result.read_text())
     assert res["command"].startswith("advlab adaptive fmnist/cnn")
     assert 0.0 <= res["headline"]["acc"] <= 1.0 and len(res["headline"]["ci95"]) == 2
+    # with --record the result (per image too) lives in the record alone: the .md next to it points there
+    monkeypatch.setenv("ADVLAB_RECORDS", str(tmp_path / "records"))
+    assert cli.main(argv[:-4] + ["--out", str(tmp_path / "out2"), "--threads", "1", "--record"]) == 0
+    assert not list((tmp_path / "out2").glob("*.json"))
+    (md,) = (tmp_path / "out2").glob("fmnist__cnn_adaptive_quick_linf0.1_n6_seed0.md")
+    (rec,) = (tmp_path / "records").rglob("adaptive_quick_linf0.1.json")
+    assert str(rec) in md.read_text() or rec.name in md.read_text()
+    assert json.loads(rec.read_text())["result"]["per_image"] == res["per_image"]     # resumed from --state: same run
 
 
 def test_adaptive_unknown_name_is_one_line_naming_both_kinds(capsys):

@@ -586,18 +586,32 @@ def main(argv=None) -> int:
     res["subset"] = {"dataset": a.dataset, "split": "test", "n": a.n, "seed": a.seed}
     print(format_result(res))
     protocol = f"adaptive_{a.profile}_linf{a.eps:g}"
-    if a.out:
-        from advlab.zoo import atomic
-        stem = Path(a.out) / f"{rec_name.replace('/', '__')}_{protocol}_n{a.n}_seed{a.seed}"
-        atomic.write_json(f"{stem}.json", res)
-        atomic.write_text(f"{stem}.md", format_result(res) + "\n")
+    record = None
     if a.record:
         from advlab.evaluation import records
+        record = records.record_path(rec_name, protocol)
+    if a.out:   # with --record the json is the record's "result" (per image too): the .md alone points to it
+        from advlab.zoo import atomic
+        stem = Path(a.out) / f"{rec_name.replace('/', '__')}_{protocol}_n{a.n}_seed{a.seed}"
+        if record is None:
+            atomic.write_json(f"{stem}.json", res)
+        where = "" if record is None else f"\nThe whole result, per image included: the record {_shown(record)}.\n"
+        atomic.write_text(f"{stem}.md", format_result(res) + "\n" + where)
+    if a.record:
         records.write_record("defense" if _is_purifier(target) else "model", rec_name, protocol, res,
                              attack="adaptive ensemble: " + ", ".join(r["key"] for r in res["attacks"]
                                                                       if r["setting"] == res["settings_run"][0]),
                              n=a.n, seed=a.seed, device=res["device"], models=models, command=res["command"])
     return 0
+
+
+def _shown(path) -> str:
+    """path relative to the working directory when it lies below it (docs/results/records/...), else as is."""
+    from pathlib import Path
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 if __name__ == "__main__":
