@@ -2,6 +2,8 @@
 model and a linear classifier: the threat model holds in both norms, the cross-entropy it ascends rises,
 gamma = 0 and no steps keep the defender's own fit, the returned image is the candidate the defense
 classifies worst, seeding, and bad arguments."""
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -167,3 +169,31 @@ def test_the_ensemble_runs_it_on_cmap_only():
     spec = build_ensemble(d, 0.1, PROFILES["full"], 0, 2)[-1]
     assert spec.attack.steps == PROFILES["full"]["disruption_steps"] and spec.attack.eps == 0.1
     assert "consistency-disruption" not in [s.key for s in build_ensemble(models.build("cnn"), 0.1, PROFILES["quick"], 0, 1)]
+
+
+def _held_after_forward(iters):
+    """MiB of resident memory that UnrolledCMAP's forward keeps for the backward (4 latents, 2 images)."""
+    import gc
+
+    def rss():
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS")) / 1024
+    d = tiny_defense(iters=iters, k=4)
+    d.generator = ConsistencyModel(width=32, emb_dim=128).eval()      # the zoo model's size
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    gc.collect()
+    before = rss()
+    out = UnrolledCMAP(d, segment=4)(x)
+    gc.collect()
+    held = rss() - before
+    out.sum().backward()
+    assert x.grad.abs().sum() > 0
+    return held
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from /proc")
+def test_unrolled_search_memory_does_not_grow_with_the_iterations():
+    # torch.utils.checkpoint let the create_graph graph of every step live (about 175 MiB a step here, 3.5 GiB
+    # for 20 steps); the hand-checkpointed segments keep only their inputs
+    short, long = _held_after_forward(4), _held_after_forward(24)
+    assert long < short + 300, (short, long)

@@ -5,6 +5,12 @@ BPDA replaces the search's gradient by an approximation; when the search is a fi
 steps, the exact gradient exists (second-order terms included) and costs memory, which gradient
 checkpointing trades for about one extra forward. It runs on a small subset because each APGD step
 differentiates through L steps of R restarts.
+
+Checkpointing (`_Segment`): the forward runs each segment of steps with first-order gradients only and keeps
+the state at the segment's start; the backward recomputes that one segment with create_graph=True and
+differentiates it. torch.utils.checkpoint does not bound this case: the graph that the inner
+autograd.grad(create_graph=True) builds escapes its saved-tensor hooks, so the memory grew with every step
+(about 175 MiB per step for 4 latents of 2 images with the zoo's consistency UNet, measured on a CPU).
 """
 from __future__ import annotations
 
@@ -17,28 +23,61 @@ import torch.nn as nn
 from advlab.purifiers.voting import aggregate
 
 
+class _Segment(torch.autograd.Function):
+    """steps(*state, target, first, last, create) -> new state, checkpointed by hand (module docstring).
+    Only the segment's inputs are saved; gradients flow to target and to every state tensor."""
+
+    @staticmethod
+    def forward(ctx, steps, first, last, target, *state):
+        ctx.steps, ctx.first, ctx.last = steps, first, last
+        ctx.save_for_backward(target, *state)
+        with torch.enable_grad():
+            out = steps(*(t.detach() for t in state), target.detach(), first, last, False)
+        return tuple(o.detach() for o in out)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        target, *state = (t.detach().requires_grad_(True) for t in ctx.saved_tensors)
+        with torch.enable_grad():
+            out = ctx.steps(*state, target, ctx.first, ctx.last, True)
+        got = torch.autograd.grad(out, [target, *state], grads, allow_unused=True)
+        return (None, None, None, *got)
+
+
+def _run_segments(steps, state: tuple, target: torch.Tensor, total: int, segment: int) -> tuple:
+    """The `total` steps in segments: through _Segment when target needs a gradient, else first-order only."""
+    for s in range(0, total, segment):
+        last = min(s + segment, total)
+        if target.requires_grad:
+            state = _Segment.apply(steps, s, last, target, *state)
+        else:
+            state = tuple(t.detach() for t in steps(*state, target, s, last, False))
+    return state
+
+
 class UnrolledSearch(nn.Module):
     """classifier(G(z_L(x))) with the whole latent search of a Defense-GAN-like defense (attributes
     generator, classifier, steps, restarts, lr, momentum, decay_at, _generator) kept differentiable
     in x: the exact gradient through the L SGD steps (second-order terms included), the full-gradient
-    attack next to BPDA. Memory: the steps run in segments of `segment` under torch.utils.checkpoint,
+    attack next to BPDA. Memory: the steps run in segments of `segment`, checkpointed (_Segment),
     so only the (z, v) at segment boundaries are stored; the cost is about 3x the defense's forward."""
 
     def __init__(self, defense, segment: int = 10):
         super().__init__()
         self.defense, self.segment = defense, segment
 
-    def _steps(self, z, v, target, first, last):
+    def _steps(self, z, v, target, first, last, create):
         d, G = self.defense, self.defense.generator
         for step in range(first, last):
+            if not create:                                   # first order: no graph across the steps
+                z = z.detach().requires_grad_(True)
             err = (G(z) - target).pow(2).flatten(1).mean(1)                      # (R*n,)
-            g, = torch.autograd.grad(err.sum(), z, create_graph=torch.is_grad_enabled() and target.requires_grad)
+            g, = torch.autograd.grad(err.sum(), z, create_graph=create)
             v = d.momentum * v + g
             z = z - (d.lr if step < d.decay_at * d.steps else 0.1 * d.lr) * v
         return z, v
 
     def forward(self, x):
-        from torch.utils.checkpoint import checkpoint
         from advlab.validate import eval_mode
         d, G = self.defense, self.defense.generator
         n, R, dim = len(x), d.restarts, G.latent_dim
@@ -46,14 +85,7 @@ class UnrolledSearch(nn.Module):
         target = x.repeat(R, 1, 1, 1)                                              # (R*n, C, H, W)
         v = torch.zeros_like(z)
         with eval_mode(G), torch.enable_grad():
-            z = z.requires_grad_(True)
-            for s in range(0, d.steps, self.segment):
-                last = min(s + self.segment, d.steps)
-                if target.requires_grad:
-                    z, v = checkpoint(self._steps, z, v, target, s, last, use_reentrant=False)
-                else:
-                    z, v = self._steps(z, v, target, s, last)
-                    z, v = z.detach().requires_grad_(True), v.detach()
+            z, v = _run_segments(self._steps, (z, v), target, d.steps, self.segment)
             rec = G(z)
         err = (rec - target).pow(2).flatten(1).mean(1).view(R, n)
         best = err.argmin(0)                                                       # (n,)
@@ -68,18 +100,19 @@ class UnrolledCMAP(nn.Module):
     that autograd follows every step, second-order terms included. The defense's own draw of the initial
     latents (its generator stream), the defense's lam, beta, k and iters; the values are those of the
     defense's search up to round-off. Memory as UnrolledSearch: segments of `segment` steps under
-    torch.utils.checkpoint."""
+    _Segment."""
 
     def __init__(self, defense, segment: int = 10):
         super().__init__()
         self.defense, self.segment = defense, segment
 
-    def _steps(self, u, m, v, target, first, last):
+    def _steps(self, u, m, v, target, first, last, create):
         from advlab.purifiers.cmap.purifier import distribution_penalty, reconstruction_loss
         d, G = self.defense, self.defense.generator
         k, t, b1, b2 = u.shape[0], float(G.sigma_max), 0.9, 0.999
-        create = torch.is_grad_enabled() and target.requires_grad
         for i in range(first, last):
+            if not create:                                   # first order: no graph across the steps
+                u = u.detach().requires_grad_(True)
             images = G.generate(t * u.flatten(0, 1))                                  # (K*n, C, H, W)
             obj = reconstruction_loss(images, target, d.lam).view(k, -1).mean(0)      # (n,)
             if d.beta:
@@ -92,7 +125,6 @@ class UnrolledCMAP(nn.Module):
         return u, m, v
 
     def forward(self, x):
-        from torch.utils.checkpoint import checkpoint
         from advlab.validate import eval_mode
         d, G = self.defense, self.defense.generator
         n, k = len(x), d.k
@@ -100,14 +132,7 @@ class UnrolledCMAP(nn.Module):
         target = x.repeat(k, 1, 1, 1)                                              # (K*n, C, H, W)
         m, v = torch.zeros_like(u), torch.zeros_like(u)
         with eval_mode(G), torch.enable_grad():
-            u = u.requires_grad_(True)
-            for s in range(0, d.iters, self.segment):
-                last = min(s + self.segment, d.iters)
-                if target.requires_grad:
-                    u, m, v = checkpoint(self._steps, u, m, v, target, s, last, use_reentrant=False)
-                else:
-                    u, m, v = self._steps(u, m, v, target, s, last)
-                    u, m, v = u.detach().requires_grad_(True), m.detach(), v.detach()
+            u, m, v = _run_segments(self._steps, (u, m, v), target, d.iters, self.segment)
             images = G.generate(float(G.sigma_max) * u.flatten(0, 1))
         logits = d.classifier(images).view(k, n, -1)
         return aggregate(logits, "mean_probs")                       # log of the mean softmax over the K draws
@@ -130,6 +155,6 @@ def full_gradient_attack(target, x, y, plan: dict, summary: dict) -> dict:
     setting = next(iter(plan["specs"]))
     ens = torch.tensor([f is None for f in summary["settings"][setting]["vote"]["first_broken_by"][:k]])
     own = (codes & 1 > 0).cpu()
-    return {"attack": repr(atk), "backward": "unrolled search (torch.utils.checkpoint)", "n": k,
+    return {"attack": repr(atk), "backward": "unrolled search (checkpointed segments)", "n": k,
             "seed": plan["seed"], "own": _rate(int(own.sum()), k), "ensemble_on_subset": _rate(int(ens.sum()), k),
             "worst_case_on_subset": _rate(int((own & ens).sum()), k), "seconds": round(time.perf_counter() - t0, 1)}
