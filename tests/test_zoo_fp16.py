@@ -76,10 +76,15 @@ def test_bundled_conversions_passed_their_checks():
 
 
 def test_tracked_files_fit_the_size_budget():
-    """All tracked files of the repository together stay under 30 MB (the zoo is a download for every clone)."""
+    """All tracked files of the repository together stay under 30 MB (the zoo is a download for every clone).
+    runs/ (unfinished CPU runs carried across machines, deleted when their result lands: runs/README.md) has a
+    budget of its own, 8 MB, so that a carried training state does not count against the zoo's."""
     try:
         files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
-    total = sum((ROOT / f).stat().st_size for f in files.decode().split("\0") if f and (ROOT / f).is_file())
-    assert total < 30e6, f"tracked files: {total / 1e6:.1f} MB, budget 30 MB"
+    sizes = {f: (ROOT / f).stat().st_size for f in files.decode().split("\0") if f and (ROOT / f).is_file()}
+    carried = sum(v for f, v in sizes.items() if f.startswith("runs/"))
+    total = sum(sizes.values()) - carried
+    assert total < 30e6, f"tracked files outside runs/: {total / 1e6:.1f} MB, budget 30 MB"
+    assert carried < 8e6, f"runs/: {carried / 1e6:.1f} MB, budget 8 MB (land or drop what it carries)"
