@@ -130,6 +130,7 @@ class _Dict:
 
 
 def main(argv=None) -> int:
+    """The command line of the module docstring; exit status 2 with a one-line message naming the argument."""
     p = argparse.ArgumentParser(prog="python -m advlab.training.carry", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="action", required=True)
     a = sub.add_parser("pack", help="checkpoint -> runs/training/NAME (compact, tracked)")
