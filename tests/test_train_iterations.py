@@ -141,3 +141,22 @@ def test_overfit_monitor_restores_its_best_check():
     m.restore([{"step": 1, "pgd_acc": 0.4, "fgsm_acc": 0.5}, {"step": 2, "pgd_acc": 0.6, "fgsm_acc": 0.7},
                {"step": 3, "pgd_acc": 0.2, "fgsm_acc": 0.9, "catastrophic_overfitting": True}])
     assert (m.best_pgd, m.fgsm_at_best, m.flagged) == (0.6, 0.7, 3)
+
+
+def test_a_resume_inside_a_log_window_averages_the_steps_it_ran(tmp_path):
+    """A checkpoint every 3 iterations, a log row every 4: the call resumed at iteration 3 sums one step
+    before its first row (iteration 4); that row is the mean of that one step, not a quarter of it
+    (the consistency model's history showed N = 40.5 of 81 from this bug)."""
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    cfg = SimpleNamespace(iters=8, log_every=4, ckpt_every=3)
+    steps = iter(range(100))
+
+    def step():
+        if next(steps) == 3:
+            raise KeyboardInterrupt                          # killed after the checkpoint at iteration 3
+        return {"n": 81.0}
+    with pytest.raises(KeyboardInterrupt):
+        train_iterations(cfg, step, g, dict(model=model), tmp_path / "ck.pt", progress=False)
+    hist, _ = train_iterations(cfg, lambda: {"n": 81.0}, g, dict(model=model), tmp_path / "ck.pt", progress=False)
+    assert [(r["iter"], r["n"]) for r in hist] == [(4, 81.0), (8, 81.0)]

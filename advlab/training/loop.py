@@ -427,7 +427,7 @@ def train_iterations(cfg, step_fn: Callable[[], dict], g: torch.Generator, state
     for it in bar:
         sums = {k: sums.get(k, 0.0) + v for k, v in step_fn().items()}
         if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
-            k = (it + 1) % cfg.log_every or cfg.log_every
+            k = it + 1 - max(start, it + 1 - ((it + 1) % cfg.log_every or cfg.log_every))   # steps summed
             means = {name: v / k for name, v in sums.items()}
             history.append({"iter": it + 1} | {name: round(v, 5) for name, v in means.items()}
                            | {"seconds": round(time.time() - t0, 1), "call": calls})
