@@ -11,7 +11,7 @@ every accuracy moved by at most --tolerance points:
   classifiers   clean accuracy on all 10,000 test images; PGD-40 (Linf 0.1, step 0.01, random start,
                 seed 0) on the first 1000 of the fixed subset (seed 0)
   purifiers     the purifier's clean accuracy with its zoo classifier (LQ-VAE on all 10,000; VAE-GAN,
-                MLVGM on 1000; CARSO on 500; Defense-GAN on 100: its latent search is the cost); --purifier-n N
+                MLVGM on 1000; CARSO on 500; Defense-GAN and CMAP on 100: their latent searches are the cost); --purifier-n N
                 measures on N images instead (1000 images resolve only 0.1-point steps)
 The results are printed and written to docs/results/zoo_fp16_check.json.
 """
@@ -33,7 +33,8 @@ from advlab.zoo import atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 PURIFIER_OF = {"fmnist/lqvae": ("lqvae", 10000), "fmnist/vaegan": ("vaegan", 1000), "fmnist/hvae": ("mlvgm", 1000),
-               "fmnist/carso": ("carso", 500), "fmnist/wgan-gp": ("defense-gan", 100)}
+               "fmnist/carso": ("carso", 500), "fmnist/wgan-gp": ("defense-gan", 100),
+               "fmnist/consistency": ("cmap", 100)}
 
 
 def measure(name: str, zoo_dir: Path | None, purifier_n: int | None = None) -> dict:

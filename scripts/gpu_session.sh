@@ -4,9 +4,9 @@
 #   bash scripts/gpu_session.sh sweep SECONDS    # the purifier settings searches and the LQ-VAE variants
 #   bash scripts/gpu_session.sh confirm SECONDS  # the chosen defaults re-measured, paper tables again
 #   bash scripts/gpu_session.sh honest SECONDS   # the adaptive ensembles a CPU cannot afford (CARSO, MLVGM, Defense-GAN)
-#   bash scripts/gpu_session.sh generators SECONDS  # CMAP's consistency model (consistency training from scratch)
+#   bash scripts/gpu_session.sh generators SECONDS  # CMAP's consistency model retrained from scratch on the GPU
 #   bash scripts/gpu_session.sh all SECONDS      # one session's GPU work at once (a 15-minute device budget):
-#        the consistency model and CMAP's search on it, TRADES retrained for 20 epochs and its ensemble record, the CARSO and MLVGM
+#        CMAP's search and its ensemble on 100 images, TRADES retrained for 20 epochs and its ensemble record, the CARSO and MLVGM
 #        ensembles on 1000 (resumable chunks), packed into $OUT when SECONDS run out or every job is done.
 #        PROFILE=quick DEVICE=cpu runs the same jobs tiny, as a CPU smoke test of the script.
 #   bash scripts/gpu_session.sh wait SECONDS     # wait (printing progress), then pack results into $OUT
@@ -116,9 +116,12 @@ all() {  # PROFILE / DEVICE: full / cuda by default; quick / cpu for a smoke tes
   local p=${PROFILE:-full} dev=${DEVICE:-cuda} n=1000 chk=""
   [ "$p" = quick ] && n=8 && chk="--sanity-n 4"
   if [ "$dev" = cuda ]; then setup || exit 1; fi
-  job consistency "$ADV train fmnist/consistency --profile $p --device $dev && \
-    $([ $p = quick ] && echo ADVLAB_ZOO=build/zoo) python -m advlab.purifiers.cmap.search --device $dev \
-      $([ $p = quick ] && echo --quick --n-val 4 --out build/reports || echo --n-val 200)"
+  # CMAP on the zoo's consistency model (trained on a CPU, 2026-12-05): its validation search, then its adaptive
+  # ensemble on 100 images (the issue's floor; chunks resume from build/adaptive), the unrolled gradient on 16
+  job cmap "python -m advlab.purifiers.cmap.search --device $dev \
+      $([ $p = quick ] && echo --quick --n-val 4 --out build/reports || echo --n-val 200) && \
+    $ADV adaptive cmap --n $([ $p = quick ] && echo 4 || echo 100) --profile $p $chk \
+      --full-gradient-n $([ $p = quick ] && echo 1 || echo 16) --device $dev --out build/reports --record"
   job trades "$ADV train fmnist/trades --profile $p --set epochs=$([ $p = quick ] && echo 1 || echo 20) --device $dev && \
     $ADV evaluate fmnist/trades --attack autoattack --n $n --chunk 1000 --device $dev --record && \
     $ADV adaptive fmnist/trades --n $n --profile $p $chk --device $dev --out build/reports --record"
