@@ -423,16 +423,17 @@ def train_iterations(cfg, step_fn: Callable[[], dict], g: torch.Generator, state
     start, history, before, calls = resumed_progress(meta, "iter")
     t0 = time.time() - before
     sums: dict[str, float] = {}
+    summed = 0                                  # steps in `sums` (fewer than log_every after a resume)
     bar = tqdm(range(start, cfg.iters), desc=desc, disable=not progress, initial=start, total=cfg.iters)
     for it in bar:
         sums = {k: sums.get(k, 0.0) + v for k, v in step_fn().items()}
+        summed += 1
         if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
-            k = it + 1 - max(start, it + 1 - ((it + 1) % cfg.log_every or cfg.log_every))   # steps summed
-            means = {name: v / k for name, v in sums.items()}
+            means = {name: v / summed for name, v in sums.items()}
             history.append({"iter": it + 1} | {name: round(v, 5) for name, v in means.items()}
                            | {"seconds": round(time.time() - t0, 1), "call": calls})
             bar.set_postfix({label: fmt.format(**means) for label, fmt in (postfix or {}).items()})
-            sums = {}
+            sums, summed = {}, 0
         if ckpt and ((it + 1) % cfg.ckpt_every == 0 or it + 1 == cfg.iters):
             save_training_state(ckpt, g, {"iter": it + 1, "history": history, "seconds": round(time.time() - t0, 1),
                                           "calls": calls}, **states)
