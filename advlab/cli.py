@@ -9,6 +9,7 @@
     advlab course make-exercises                   # solutions/ -> exercises/
     advlab bench attacks                           # PGD cost vs fwd+bwd and torchattacks
     advlab defense-report lqvae --n 1000           # clean, grey-box, adaptive and sanity rows
+    advlab defense-report cmap --n 1000 --clean-only   # the clean rows alone, resumable (slow defenses)
     advlab adaptive lqvae --n 1000 --profile full  # the attack ensemble, per-image worst case (--help)
     advlab leaderboard --out build/leaderboard     # every defense x every attack, from the records
 
@@ -252,6 +253,10 @@ def main(argv=None) -> int:
     r.add_argument("--sanity-n", type=_COUNT, default=200, help="large-eps sweep on the first N images")
     r.add_argument("--speed-n", type=_COUNT, default=256, help="images of the purify throughput measurement")
     r.add_argument("--speed-only", action="store_true", help="only measure purify's images/s on --speed-n images")
+    r.add_argument("--clean-only", action="store_true", help="only the clean rows and the throughput, the defense's "
+                   "in resumable chunks under --cache (default build/clean; shared out under torchrun): for "
+                   "defenses whose every row costs hours")
+    r.add_argument("--chunk", type=_COUNT, default=100, help="images per saved chunk of --clean-only")
     r.add_argument("--set", action="extend", nargs="+", type=_setting_text, default=[], metavar="NAME=VALUE",
                    help="defense settings, e.g. steps=200")
     r.add_argument("--device", type=_device, default="auto")

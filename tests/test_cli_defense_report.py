@@ -81,3 +81,34 @@ def test_adaptive_n_limits_only_the_adaptive_row(tiny_zoo):
     assert rep["grey_box"]["n"] == 10 and rep["adaptive"]["n"] == 3 and rep["sanity"]["rows"][0]["n"] == 10
     with pytest.raises(ValueError, match="^adaptive_n: "):
         evaluate.defense_report(d, x, y, adaptive_n=0)
+
+
+def test_clean_only_resumes_from_its_chunks_and_matches_the_full_report(tiny_zoo, capsys):
+    argv = ["defense-report", "lqvae", "--n", "12", "--clean-only", "--chunk", "5", "--speed-n", "4",
+            "--device", "cpu", "--threads", "1", "--record"]
+    assert cli.main(argv) == 0
+    out = tiny_zoo / "build" / "reports" / "lqvae_fmnist__cnn_clean_n12_seed0"
+    rep = json.loads(out.with_suffix(".json").read_text())
+    assert len(rep["correct"]) == 12 and rep["clean (defense)"]["acc"] == sum(rep["correct"]) / 12
+    lo, hi = rep["clean (defense)"]["ci95"]
+    assert lo <= rep["clean (defense)"]["acc"] <= hi and rep["purify_images_per_s"] > 0
+    chunks = sorted((tiny_zoo / "build" / "clean").glob("*/[0-9]*.json"))
+    assert [c.stem for c in chunks] == ["0", "10", "5"]
+    # a chunk's result is saved: poison one and the rerun reads it back instead of computing it
+    stored = json.loads(chunks[2].read_text())
+    stored["data"]["correct"] = [not c for c in stored["data"]["correct"]]
+    chunks[2].write_text(json.dumps(stored))
+    assert cli.main(argv) == 0
+    again = json.loads(out.with_suffix(".json").read_text())
+    assert again["correct"][5:10] == [not c for c in rep["correct"][5:10]] and again["correct"][:5] == rep["correct"][:5]
+    # the same images through the full report (LQ-VAE is deterministic): the same clean accuracy
+    assert cli.main(["defense-report", "lqvae", "--n", "12", "--steps", "1", "--adaptive-n", "2", "--sanity-n", "2",
+                     "--speed-n", "4", "--device", "cpu", "--threads", "1"]) == 0
+    full = json.loads((tiny_zoo / "build" / "reports" / "lqvae_fmnist__cnn_n12_seed0.json").read_text())
+    assert full["clean"]["defense"]["acc"] == pytest.approx(rep["clean (defense)"]["acc"])
+    assert full["clean"]["classifier"]["acc"] == pytest.approx(rep["clean (classifier alone)"]["acc"])
+    # the record the leaderboard reads: a clean cell and the throughput
+    from advlab.evaluation import leaderboard
+    cells, _, speeds = leaderboard.read_records()
+    assert any(c["entry"] == "lqvae+fmnist/cnn" and c["column"] == "clean" and c["n"] == 12 for c in cells)
+    assert any(s["entry"] == "lqvae+fmnist/cnn" for s in speeds)
