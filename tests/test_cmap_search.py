@@ -53,3 +53,40 @@ def test_run_measures_caches_and_resumes(tmp_path, monkeypatch):
     md = search.format_markdown(rep)
     assert "| 2 | 3 | 0 | 0 |" in md
     assert ("no point reaches 80% clean" in md) == (rep["chosen"]["clean_acc"] < 0.8)
+
+
+def _tiny():
+    torch.manual_seed(0)
+    gen = ConsistencyModel(width=8, emb_dim=16).eval()
+    torch.manual_seed(1)
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+    x = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    return gen, clf, x, torch.tensor([0, 1, 2, 3, 4])
+
+
+def test_search_at_gives_the_images_of_separate_runs():
+    from advlab.purifiers.cmap.purifier import CMAP
+    gen, clf, x, _ = _tiny()
+    long = CMAP(gen, clf, k=3, iters=6, batch_size=2, seed=0)     # batches of 2: the draws span the chunks
+    snaps = long.search_at(x, [0, 2, 6])
+    assert set(snaps["seconds"]) == {0, 2, 6} and snaps["seconds"][6] >= snaps["seconds"][2] > 0
+    for t in (0, 2, 6):
+        short = CMAP(gen, clf, k=3, iters=t, batch_size=2, seed=0)
+        assert torch.equal(snaps[t], short.search(x).images), t
+    with pytest.raises(ValueError, match="at:"):
+        long.search_at(x, [7])
+
+
+def test_run_reads_an_iteration_axis_from_one_search(monkeypatch):
+    gen, clf, x, y = _tiny()
+    settings = [{"k": 2, "iters": t, "lam": 1.0, "beta": 0.0} for t in (1, 3, 4)] + [
+        {"k": 2, "iters": 3, "lam": 0.5, "beta": 0.0}]
+    rep = search.run(gen, clf, x, y, settings, progress=False)
+    calls = []
+    real = search.measure
+    monkeypatch.setattr(search, "measure", lambda d, *a, **k: calls.append(d.iters) or real(d, *a, **k))
+    for s, row in zip(settings, rep["rows"]):       # each row equals the separate run of its setting
+        alone = search.run(gen, clf, x, y, [s], progress=False)["rows"][0]
+        assert {k: alone[k] for k in ("clean_acc", "grey_box_acc")} == {k: row[k] for k in ("clean_acc", "grey_box_acc")}
+        assert {k: row[k] for k in s} == s
+    assert calls == [1, 3, 4, 3]

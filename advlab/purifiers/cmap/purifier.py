@@ -106,6 +106,31 @@ class CMAP(Purifier):
                  for i in range(0, len(x), self.batch_size)]
         return CMAPSearch(*(torch.cat([p[j] for p in parts], 1) for j in range(4)))
 
+    def search_at(self, x: torch.Tensor, at, generator: torch.Generator | None = None) -> dict:
+        """The K images (K, N, C, H, W) after t Adam steps for every t in `at` (0 <= t <= iters), from one
+        search of `iters` steps: the same draws and batches as search(x, generator), so the images at t are
+        those a CMAP with iters = t returns (Adam has no schedule that depends on the iteration count).
+        Returns {t: images} and under "seconds" {t: wall time from the search's start to step t}."""
+        import time
+        x, _ = check_fit(self, x)
+        at = sorted({int(t) for t in at})
+        if not at or at[0] < 0 or at[-1] > self.iters:
+            raise ValueError(f"at: step counts in [0, iters = {self.iters}], got {at}")
+        g = generator if generator is not None else self._generator
+        x = x.detach()
+        u0 = torch.randn(self.k, len(x), *self.generator.latent_shape, generator=g)   # as in search
+        parts, seconds, t0 = {t: [] for t in at}, dict.fromkeys(at, 0.0), time.perf_counter()
+
+        def watch(step, u, images):
+            if step in parts:
+                parts[step].append(images)
+                seconds[step] += time.perf_counter() - t0
+
+        for i in range(0, len(x), self.batch_size):
+            t0 = time.perf_counter()
+            self._search_chunk(x[i:i + self.batch_size], u0[:, i:i + self.batch_size], watch)
+        return {t: torch.cat(v, 1) for t, v in parts.items()} | {"seconds": seconds}
+
     def _search_chunk(self, x: torch.Tensor, u0: torch.Tensor, watch=None):
         k, n = u0.shape[:2]
         t = float(self.generator.sigma_max)
