@@ -90,3 +90,16 @@ def test_run_reads_an_iteration_axis_from_one_search(monkeypatch):
         assert {k: alone[k] for k in ("clean_acc", "grey_box_acc")} == {k: row[k] for k in ("clean_acc", "grey_box_acc")}
         assert {k: row[k] for k in s} == s
     assert calls == [1, 3, 4, 3]
+
+
+def test_main_runs_one_axis_into_its_own_file_and_chooses_nothing(tmp_path, capsys):
+    argv = ["--quick", "--n-val", "2", "--axes", "iters", "--out", str(tmp_path), "--state", str(tmp_path / "s")]
+    assert search.main(argv) == 0
+    rep = json.loads((tmp_path / "cmap_search_iters.json").read_text())
+    assert rep["chosen"] is None and rep["axes"] == ["iters"] and not (tmp_path / "cmap_search.json").exists()
+    assert sorted({(r["iters"], r["beta"]) for r in rep["rows"]}) == [(2, 0.0), (2, 0.1), (4, 0.0), (4, 0.1)]
+    md = (tmp_path / "cmap_search_iters.md").read_text()
+    assert "nothing chosen" in md and "Chosen" not in md and "95% CI" in md
+    with pytest.raises(SystemExit):
+        search.main(["--axes", "depth"])
+    assert "--axes" in capsys.readouterr().err

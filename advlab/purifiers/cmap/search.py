@@ -4,6 +4,7 @@ validation split, never on the test subset the reports use.
     python -m advlab.purifiers.cmap.search --threads 1              # every point, resumable
     python -m advlab.purifiers.cmap.search --n-val 200 --device cuda
     python -m advlab.purifiers.cmap.search --quick --n-val 4           # a smoke test of the command
+    python -m advlab.purifiers.cmap.search --axes iters --n-val 40     # one axis: cmap_search_iters.{json,md}
 
 One setting at a time around the defaults of CMAP (K 8, 100 iterations, lam 1, beta 0.1):
   k        K in {4, 8, 16}
@@ -20,7 +21,8 @@ count alone are read from one search of the largest count at each count (measure
 separate runs, since Adam's steps do not depend on the count; the seconds are those up to that step). The
 chosen setting has the highest grey-box accuracy among the points with clean accuracy >= 80% (the issue's
 bar), or the highest clean accuracy when none reaches it. Each point is saved as it finishes (build/cmap_search/), so a rerun
-resumes. Results: docs/results/cmap_search.{json,md}.
+resumes. Results: docs/results/cmap_search.{json,md}; a run of some axes only (--axes) chooses nothing and
+writes docs/results/cmap_search_AXES.{json,md} (the lecture reads a complete search only).
 """
 from __future__ import annotations
 
@@ -150,16 +152,37 @@ def run(generator, classifier, x: torch.Tensor, y: torch.Tensor, settings: list[
 def format_markdown(rep: dict) -> str:
     """The record as the Markdown of docs/results/cmap_search.md."""
     b = rep["classifier_alone"]
-    lines = ["# CMAP: the search over K, iterations, lam and beta (validation split)\n",
+    from advlab.evaluation.adaptive import wilson
+    axes = rep.get("axes") or ["k", "lam", "beta", "iters"]
+    title = ("the search over K, iterations, lam and beta" if rep.get("chosen") is not None
+             else "one-at-a-time rows of the axes " + ", ".join(axes) + " (a partial search: nothing chosen)")
+    lines = [f"# CMAP: {title} (validation split)\n",
              f"Command: `{rep['command']}` ({rep['device']}, {rep['seconds'] / 60:.0f} min). {rep['n_val']} validation "
              f"images (the test images after the reports' fixed 1000); grey box: `{rep['grey_box_attack']}` on the "
              f"classifier alone, then purified. The classifier alone: {100 * b['clean_acc']:.1f}% clean, "
              f"{100 * b['grey_box_acc']:.1f}% grey box.\n",
-             "| K | iterations | lam | beta | clean | grey box | s / image |", "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| K | iterations | lam | beta | clean | grey box (95% CI) | s / image |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    n = rep["n_val"]
     for r in rep["rows"]:
+        lo, hi = wilson(round(r["grey_box_acc"] * n), n)
         lines.append(f"| {r['k']} | {r['iters']} | {r['lam']:g} | {r['beta']:g} | {100 * r['clean_acc']:.1f}% | "
-                     f"{100 * r['grey_box_acc']:.1f}% | {r['seconds_per_image']:.3f} |")
-    c = rep["chosen"]
+                     f"{100 * r['grey_box_acc']:.1f}% ({100 * lo:.0f} to {100 * hi:.0f}) | {r['seconds_per_image']:.3f} |")
+    by_iters = {}
+    for r in rep["rows"]:
+        if r["k"] == DEFAULTS["k"] and r["lam"] == DEFAULTS["lam"]:
+            by_iters.setdefault(r["beta"], []).append((r["iters"], r["grey_box_acc"]))
+    words = []
+    for beta, pts in sorted(by_iters.items()):
+        if len(pts) >= 3:
+            pts.sort()
+            j = max(range(len(pts)), key=lambda i: pts[i][1])
+            words.append(f"beta {beta:g}: grey box highest at {pts[j][0]} iterations ({100 * pts[j][1]:.1f}%), "
+                         f"{100 * pts[-1][1]:.1f}% at {pts[-1][0]}")
+    if words:
+        lines.append("\nThe iteration axis: " + "; ".join(words) + ".")
+    c = rep.get("chosen")
+    if c is None:
+        return "\n".join(lines) + "\n"
     rule = (f"the highest grey box with clean >= {100 * rep['clean_bar']:.0f}%" if c["clean_acc"] >= rep["clean_bar"]
             else f"no point reaches {100 * rep['clean_bar']:.0f}% clean: the highest clean accuracy")
     lines.append(f"\nChosen ({rule}): K {c['k']}, {c['iters']} iterations, lam {c['lam']:g}, beta {c['beta']:g}.")
@@ -184,19 +207,33 @@ def main(argv=None) -> int:
     p.add_argument("--state", default="build/cmap_search")
     p.add_argument("--out", default="docs/results")
     p.add_argument("--quick", action="store_true", help="a tiny grid (K 2 and 4, 2 and 4 iterations): a smoke test")
+    p.add_argument("--axes", default="k,lam,beta,iters",
+                   help="comma list of k, lam, beta, iters: the axes to run (not all: nothing chosen, own file)")
     args = p.parse_args(argv)
+    axes = [a.strip() for a in args.axes.split(",") if a.strip()]
+    if not axes or any(a not in ("k", "lam", "beta", "iters") for a in axes):
+        p.error(f"argument --axes: a comma list of k, lam, beta, iters, got {args.axes!r}")
+    axes = [a for a in ("k", "lam", "beta", "iters") if a in axes]
+    partial = len(axes) < 4
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     gen, clf = zoo.load("fmnist/consistency", device=args.device), zoo.load(args.classifier, device=args.device)
     x, y = validation_split(args.n_val, args.seed)
-    settings = (points(iters=[2, 4], axes={"k": [2, 4]}, defaults={"k": 2, "iters": 2, "lam": 1.0, "beta": 0.1})
-                if args.quick else points())
+    if args.quick:
+        settings = points(iters=[2, 4] if "iters" in axes else [], axes={"k": [2, 4]} if "k" in axes else {},
+                          defaults={"k": 2, "iters": 2, "lam": 1.0, "beta": 0.1})
+    else:
+        settings = points(iters=ITERS if "iters" in axes else [], axes={a: AXES[a] for a in axes if a in AXES})
+    if not settings:
+        p.error(f"argument --axes: {args.axes!r} gives no setting under --quick (its grid has k and iters only)")
     rep = run(gen, clf, x.to(args.device), y.to(args.device), settings, args.seed, args.state)
     rep |= {"generator_sha256": zoo.info("fmnist/consistency")["sha256"], "classifier": args.classifier,
             "device": device_name(torch.device(args.device), cpu_model=True), "seconds": round(time.perf_counter() - t0, 1),
             "command": "python -m advlab.purifiers.cmap.search " + " ".join(sys.argv[1:] if argv is None else argv)}
-    atomic.write_report(args.out, "cmap_search", rep, format_markdown(rep))
+    if partial:
+        rep |= {"axes": axes, "chosen": None}
+    atomic.write_report(args.out, "cmap_search" + ("_" + "_".join(axes) if partial else ""), rep, format_markdown(rep))
     return 0
 
 
