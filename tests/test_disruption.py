@@ -197,3 +197,19 @@ def test_unrolled_search_memory_does_not_grow_with_the_iterations():
     # for 20 steps); the hand-checkpointed segments keep only their inputs
     short, long = _held_after_forward(4), _held_after_forward(24)
     assert long < short + 300, (short, long)
+
+
+def test_gradient_comparison_measures_both_backwards_per_count():
+    from advlab.evaluation.unrolled import gradient_comparison
+    g = torch.Generator().manual_seed(0)
+    x, y = 0.2 + 0.6 * torch.rand(3, 1, 28, 28, generator=g), torch.tensor([1, 4, 7])
+    torch.manual_seed(5)
+    clf = nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+    d = CMAP(SmoothGenerator(), clf, k=2, iters=5, lr=0.1, seed=2).eval()
+    rows = gradient_comparison(d, x, y, iters=(0, 4), seed=1)
+    assert [r["iters"] for r in rows] == [0, 4] and d.iters == 5          # the defense itself is untouched
+    for r in rows:
+        assert r["bpda_l2"] > 0 and r["classifier_l2"] > 0 and r["unrolled_nonfinite"] == 0
+        assert -1 <= r["cosine"] <= 1 and 0 <= r["sign_agreement"] <= 1
+    # no step: the search returns G(T u0), which does not depend on x; BPDA's stand-in does
+    assert rows[0]["unrolled_l2"] == 0 and rows[0]["unrolled_zero"] == 3 and rows[1]["unrolled_zero"] == 0
