@@ -111,7 +111,7 @@ def zoo_defense_report(args) -> int:
             seconds = time.perf_counter() - t0
     dev_name = device_name(device)
     if args.speed_only:
-        print(f"{defense.describe()}: purify {len(xs) / seconds:.1f} images/s on {dev_name} ({len(xs)} images)")
+        print(f"{defense.describe()}: purify {len(xs) / seconds:.3g} images/s on {dev_name} ({len(xs)} images)")
         return 0
     shas = {m: zoo.info(m)["sha256"] for m in (purifier, classifier)}
     if getattr(args, "clean_only", False):
