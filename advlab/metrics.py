@@ -105,3 +105,16 @@ def robust_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, ba
     x_adv = _adversarial(model, x, y, attack)
     return {"attack": repr(attack), "n": len(x), "clean_acc": accuracy(model, x, y, batch_size),
             "robust_acc": accuracy(model, x_adv, y, batch_size)}
+
+
+Z95 = 1.959963984540054
+
+
+def wilson(k: int, n: int, z: float = Z95) -> list[float]:
+    """Wilson score interval [lo, hi] of a proportion k / n (95% by default)."""
+    import math
+    if n == 0:
+        return [0.0, 1.0]
+    p, d = k / n, 1 + z * z / n
+    c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return [round(max(0.0, c - h), 6), round(min(1.0, c + h), 6)]

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 
@@ -55,6 +54,7 @@ import torch
 import torch.nn as nn
 
 from advlab.evaluation import shard
+from advlab.metrics import Z95, wilson  # noqa: F401 (public here too: lectures import wilson from here)
 from advlab.validate import device_name
 from advlab.evaluation.unrolled import UnrolledCMAP, UnrolledSearch, full_gradient_attack  # noqa: F401 (public here too)
 
@@ -64,16 +64,6 @@ PROFILES = {   # "full" is the protocol of issue 16; "quick" keeps a test or a l
     "full": dict(apgd_steps=100, pgd_steps=200, eot_iter=20, square_queries=5000, transfer_steps=40, disruption_steps=100, n_draws=8,
                  chunk=100, sanity_n=200, sanity_steps=100, sanity_eps=(0.3, 0.5, 0.95), mono_steps=(20, 200)),
 }
-Z95 = 1.959963984540054
-
-
-def wilson(k: int, n: int, z: float = Z95) -> list[float]:
-    """Wilson score interval [lo, hi] of a proportion k / n (95% by default)."""
-    if n == 0:
-        return [0.0, 1.0]
-    p, d = k / n, 1 + z * z / n
-    c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return [round(max(0.0, c - h), 6), round(min(1.0, c + h), 6)]
 
 
 def _seed(*parts) -> int:

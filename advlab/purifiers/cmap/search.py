@@ -152,7 +152,7 @@ def run(generator, classifier, x: torch.Tensor, y: torch.Tensor, settings: list[
 def format_markdown(rep: dict) -> str:
     """The record as the Markdown of docs/results/cmap_search.md."""
     b = rep["classifier_alone"]
-    from advlab.evaluation.adaptive import wilson
+    from advlab.metrics import wilson
     axes = rep.get("axes") or ["k", "lam", "beta", "iters"]
     title = ("the search over K, iterations, lam and beta" if rep.get("chosen") is not None
              else "one-at-a-time rows of the axes " + ", ".join(axes) + " (a partial search: nothing chosen)")
