@@ -158,12 +158,12 @@ def clean_accuracy(defense, x, y, seed: int = 0, chunk: int = 100, state_dir=Non
     import torch
     from tqdm.auto import tqdm
     from advlab.evaluation import shard
+    from advlab.evaluation.adaptive import _fingerprint_module
     from advlab.evaluation.adversarial_set import fingerprint
     from advlab.validate import eval_mode
     name = defense.describe() if hasattr(defense, "describe") else type(defense).__name__
     key = {"defense": name, "data": fingerprint(x, y), "n": len(x), "seed": seed, "chunk": chunk,
-           "weights": {k: round(float(v.double().sum()), 6) for k, v in defense.state_dict().items()
-                       if v.is_floating_point()}}
+           "weights": _fingerprint_module(defense)}
     store = shard.ChunkStore(state_dir, key, "clean_" + name.split("(")[0]) if state_dir else None
     rank, world = shard.world()
     mine = shard.my_chunks(list(range(0, len(x), chunk)), rank, world)
@@ -197,8 +197,7 @@ def _clean_only(args, defense, x, y, classifier, purifier, shas, dev_name, purif
     the defense's row in resumable chunks (clean_accuracy); for defenses whose every row costs hours."""
     import torch
     from advlab.evaluation import records
-    from advlab.evaluation.adaptive import wilson
-    from advlab.metrics import accuracy
+    from advlab.metrics import accuracy, wilson
     from advlab.zoo import atomic
     res = clean_accuracy(defense, x, y, args.seed, args.chunk, args.cache or "build/clean")
     if res is None:       # not rank 0 under torchrun

@@ -20,8 +20,8 @@ classifier alone, then purified) and seconds per image of the defense. Settings 
 count alone are read from one search of the largest count at each count (measure_at: the same images as
 separate runs, since Adam's steps do not depend on the count; the seconds are those up to that step). The
 chosen setting has the highest grey-box accuracy among the points with clean accuracy >= 80% (the issue's
-bar), or the highest clean accuracy when none reaches it. Each point is saved as it finishes (build/cmap_search/), so a rerun
-resumes. Results: docs/results/cmap_search.{json,md}; a run of some axes only (--axes) chooses nothing and
+bar), or the highest clean accuracy when none reaches it. Each point is saved as it finishes
+(build/cmap_search/), so a rerun resumes. Results: docs/results/cmap_search.{json,md}; a run of some axes only (--axes) chooses nothing and
 writes docs/results/cmap_search_AXES.{json,md} (the lecture reads a complete search only).
 """
 from __future__ import annotations
