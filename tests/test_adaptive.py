@@ -143,6 +143,22 @@ def test_resume_after_an_interrupted_chunk_equals_an_uninterrupted_run(clf, xy, 
     assert _comparable(resumed) == _comparable(full)
 
 
+def test_a_run_on_the_first_images_reuses_the_chunks_of_a_longer_run(clf, xy, tmp_path, monkeypatch):
+    target = NoisyPurifier(clf).eval()
+    head = tuple(t[:32] for t in xy)
+    alone = run(target, head, randomness=("fresh",))                       # no store
+    run(target, xy, randomness=("fresh",), state_dir=str(tmp_path))         # 48 images: chunks 0, 16, 32
+    calls = []
+    orig = adaptive.run_chunk
+    monkeypatch.setattr(adaptive, "run_chunk", lambda *a, **k: calls.append(a[3]) or orig(*a, **k))
+    reused = run(target, head, randomness=("fresh",), state_dir=str(tmp_path))
+    assert calls == []                        # both chunks of the first 32 came from the longer run
+    assert _comparable(reused) == _comparable(alone)
+    other = tuple(torch.cat([t[:16], t[32:48]]) for t in xy)                # chunk 16 holds other images
+    run(target, other, randomness=("fresh",), state_dir=str(tmp_path))
+    assert calls == [16]
+
+
 def test_two_gloo_processes_equal_one(clf, tmp_path):
     x, y = data.batch("fashion_mnist", "test", n=24, seed=3)
     torch.save({"x": x, "y": y, "weights": clf.state_dict()}, tmp_path / "inputs.pt")

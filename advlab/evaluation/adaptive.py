@@ -38,8 +38,9 @@ gradient masking; zero, non-finite or exploding input gradients are counted per 
 PGD must not leave more images correct than a short one.
 
 Cost and scale. Images run in chunks whose per-image results are saved as they finish (shard.ChunkStore
-under build/adaptive/, keyed by the defense, its weights, the attacks, the images and the seed): a
-rerun resumes. Under `torchrun --nproc_per_node N` each rank takes a block of chunks and rank 0
+under build/adaptive/, keyed by the defense, its weights, the attacks, the chunk size and the seed, each
+chunk's file by its start and its own images): a rerun resumes, and a run on the first n images of a
+subset reuses the chunks of a longer run on the same subset, so a long CPU run can be quoted part way. Under `torchrun --nproc_per_node N` each rank takes a block of chunks and rank 0
 gathers them; a chunk's result depends only on its images and the seed, so N processes give the
 single-process result. Statistics: Wilson score 95% intervals.
 """
@@ -397,13 +398,16 @@ def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
             "specs": {s: build_ensemble(target, eps, cfg, seed, 1 if s == "fixed" else eot) for s in settings}}
     name = target.describe() if hasattr(target, "describe") else type(target).__name__
     from advlab.evaluation.adversarial_set import fingerprint
-    key = {"target": name, "weights": _fingerprint_module(target), "data": fingerprint(x, y), "n": len(x),
-           "seed": seed, "chunk": chunk or cfg["chunk"], "n_draws": plan["n_draws"], "individual": individual,
+    # The store's key leaves out the images: each chunk's file names its start and its own images, so a
+    # run on the first n images of a subset reuses the chunks of a longer run on it (and the reverse).
+    key = {"target": name, "weights": _fingerprint_module(target), "seed": seed, "chunk": chunk or cfg["chunk"],
+           "n_draws": plan["n_draws"], "individual": individual,
            "attacks": {s: [repr(sp.attack) + f"@{sp.backward}" for sp in v] for s, v in plan["specs"].items()}}
     store = shard.ChunkStore(state_dir, key, name.split("(")[0]) if state_dir else None
     rank, world = shard.world()
     step = chunk or cfg["chunk"]
     mine = shard.my_chunks(list(range(0, len(x), step)), rank, world)
+    file_of = {s: f"{s}_{fingerprint(x[s:s + step], y[s:s + step])}" for s in mine}   # chunk start -> its file
     saved_state = target._generator.get_state() if hasattr(target, "_generator") else None
     t0, done = time.time(), {}
     units = sum(len(v) for v in plan["specs"].values())
@@ -411,11 +415,11 @@ def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
         bar = tqdm(total=sum(len(x[s:s + step]) for s in mine) * units, unit="img", disable=not progress,
                    desc=f"adaptive {name.split('(')[0]}" + (f" rank {rank}/{world}" if world > 1 else ""))
         for s in mine:
-            data = store.load(s) if store and resume else None
+            data = store.load(file_of[s]) if store and resume else None
             if data is None:
                 data = run_chunk(target, x[s:s + step], y[s:s + step], s, plan, bar)
                 if store:
-                    store.save(s, data)
+                    store.save(file_of[s], data)
                     from advlab.zoo import atomic
                     atomic.pause_point("adaptive:chunk-saved")
             else:
@@ -437,7 +441,8 @@ def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
 def _finish(target, x, y, plan, merged, store, resume, name, stochastic, speed_n) -> dict:
     """Rank 0: aggregate the chunks, run (or reload) the checks, measure the throughput."""
     summary = summarize(merged, plan, len(x))
-    label = f"checks_s{plan['sanity_n']}_f{plan['full_gradient_n']}"
+    from advlab.evaluation.adversarial_set import fingerprint
+    label = f"checks_s{plan['sanity_n']}_f{plan['full_gradient_n']}_{fingerprint(x, y)}"   # they depend on all n images
     cached = store.load(label) if store and resume else None
     if cached is None:
         cached = {"sanity": sanity_checks(target, x, y, plan, summary)}
