@@ -230,7 +230,9 @@ def main(argv=None) -> int:
     e.add_argument("--eps", type=_positive_float, default=0.1)
     e.add_argument("--alpha", type=_positive_float, default=0.01)
     e.add_argument("--steps", type=_COUNT, default=40)
-    e.add_argument("--n", type=_COUNT, default=2000, help="test images (a fixed subset drawn with --seed)")
+    e.add_argument("--n", "--images", dest="n", type=_COUNT, default=2000,
+                   help="test images (a fixed subset drawn with --seed); --images under torchrun, whose own "
+                   "parser takes --n for an ambiguous prefix of its options")
     e.add_argument("--seed", type=_SEED, default=0)
     e.add_argument("--chunk", type=_COUNT, default=250, help="images per saved chunk")
     e.add_argument("--cache", default="build/eval", help="folder of the saved chunks (the resume state)")
@@ -242,7 +244,9 @@ def main(argv=None) -> int:
     r = sub.add_parser("defense-report", help="clean / grey-box / adaptive / sanity report of a zoo purifier")
     r.add_argument("name", choices=purifier_names())
     r.add_argument("--classifier", type=_zoo_name, default=None, help="zoo classifier (default: the defense's own)")
-    r.add_argument("--n", type=_COUNT, default=1000, help="test images (a fixed subset drawn with --seed)")
+    r.add_argument("--n", "--images", dest="n", type=_COUNT, default=1000,
+                   help="test images (a fixed subset drawn with --seed); --images under torchrun, whose own "
+                   "parser takes --n for an ambiguous prefix of its options")
     r.add_argument("--seed", type=_SEED, default=0)
     r.add_argument("--eps", type=_positive_float, default=0.1)
     r.add_argument("--alpha", type=_positive_float, default=0.01)

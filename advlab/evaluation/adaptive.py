@@ -545,14 +545,16 @@ def main(argv=None) -> int:
     p.add_argument("name", help="a registered purifier (lqvae, vaegan, defense-gan, ...) or a zoo classifier")
     for flag, typ, default, hlp in (
             ("--dataset", str, "fashion_mnist", None), ("--classifier", str, None, "the purifier's zoo classifier"),
-            ("--n", int, 64, "test images (a fixed subset drawn with --seed)"), ("--seed", int, 0, None),
+            ("--n", int, 64, "test images (a fixed subset drawn with --seed); --images under torchrun, whose "
+                               "own parser takes --n for an ambiguous prefix of its options"), ("--seed", int, 0, None),
             ("--eps", float, 0.1, None), ("--device", str, "cpu", None), ("--eot", int, None, None),
             ("--draws", int, None, "draws per judgement (stochastic)"), ("--chunk", int, None, None),
             ("--randomness", str, None, "comma list of fresh,fixed"), ("--sanity-n", int, None, None),
             ("--full-gradient-n", int, 0, "APGD through the unrolled search (Defense-GAN)"),
             ("--threads", int, 0, None), ("--state", str, shard.DEFAULT_FOLDER, "resume folder"),
             ("--out", str, None, "write the result's .json and .md here")):
-        p.add_argument(flag, type=typ, default=default, help=hlp)
+        p.add_argument(*((flag, "--images") if flag == "--n" else (flag,)), dest=flag[2:].replace("-", "_"),
+                       type=typ, default=default, help=hlp)
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick")
     p.add_argument("--individual", action="store_true", help="every attack on every image (own accuracies)")
     p.add_argument("--no-resume", action="store_true")
