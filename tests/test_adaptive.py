@@ -159,6 +159,21 @@ def test_a_run_on_the_first_images_reuses_the_chunks_of_a_longer_run(clf, xy, tm
     assert calls == [16]
 
 
+def test_saved_progress_reports_the_unbroken_run_of_saved_chunks(clf, xy, tmp_path):
+    target = NoisyPurifier(clf).eval()
+    run(target, xy, randomness=("fresh",), state_dir=str(tmp_path))         # chunks 0, 16, 32 saved
+    (middle,) = tmp_path.rglob("16_*.json")
+    middle.unlink()                                                          # as if a run were still on chunk 16
+    prog = run(target, xy, randomness=("fresh",), state_dir=str(tmp_path), saved_only=True)
+    assert (prog["n_done"], prog["chunks_done"], prog["chunks_saved"], prog["chunks"]) == (16, 1, 2, 3)
+    first = run(target, tuple(t[:16] for t in xy), randomness=("fresh",))
+    assert prog["headline"] == first["headline"] and prog["clean"] == first["clean"]
+    text = adaptive.format_progress(prog)
+    assert "16 of 48 images" in text and "not a result" in text
+    with pytest.raises(ValueError, match="saved_only"):
+        run(target, xy, saved_only=True)                                     # state_dir None
+
+
 def test_two_gloo_processes_equal_one(clf, tmp_path):
     x, y = data.batch("fashion_mnist", "test", n=24, seed=3)
     torch.save({"x": x, "y": y, "weights": clf.state_dict()}, tmp_path / "inputs.pt")

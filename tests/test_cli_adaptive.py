@@ -55,3 +55,11 @@ def test_adaptive_set_configures_the_purifier_and_is_refused_for_a_classifier(ca
     assert "settings: ['scale']" in err and "only a purifier" in err
     assert cli.main(["adaptive", "mlvgm", "--n", "2", "--set", "no_such_setting=1"]) == 2
     assert "no_such_setting" in capsys.readouterr().err
+
+
+def test_adaptive_saved_refuses_to_record(capsys):
+    from advlab.evaluation import adaptive
+    import pytest
+    with pytest.raises(SystemExit) as e:
+        adaptive.main(["fmnist/cnn", "--n", "4", "--saved", "--record"])
+    assert e.value.code == 2 and "--saved" in capsys.readouterr().err

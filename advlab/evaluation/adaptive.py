@@ -364,7 +364,7 @@ def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
                         n_draws: int | None = None, randomness=None, individual: bool = False,
                         chunk: int | None = None, sanity_n: int | None = None, full_gradient_n: int = 0,
                         speed_n: int = 64, state_dir: str | None = shard.DEFAULT_FOLDER, resume: bool = True,
-                        progress: bool = True, on_chunk=None) -> dict | None:
+                        progress: bool = True, on_chunk=None, saved_only: bool = False) -> dict | None:
     """Run the protocol of the module docstring on (x, y) and return its result (json-serialisable).
 
     target: a Purifier (uses .backwards, .adaptive_model(b), .classifier, .stochastic, .reseed) or a
@@ -375,6 +375,7 @@ def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     nowhere); resume=False recomputes them. full_gradient_n: APGD through `UnrolledSearch` on that many
     images (Defense-GAN-like defenses). speed_n: images timed for the throughput (0: none).
     on_chunk(start, data) is called after each saved chunk. The defense's random stream is restored.
+    saved_only: run nothing and return `saved_progress`'s report of the chunks already in state_dir.
     Under torchrun every rank must call this; all ranks return the result.
     """
     from tqdm.auto import tqdm
@@ -408,6 +409,10 @@ def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     step = chunk or cfg["chunk"]
     mine = shard.my_chunks(list(range(0, len(x), step)), rank, world)
     file_of = {s: f"{s}_{fingerprint(x[s:s + step], y[s:s + step])}" for s in mine}   # chunk start -> its file
+    if saved_only:
+        if store is None or world > 1:
+            raise ValueError("saved_only: needs a state_dir and a single process")
+        return saved_progress(x, plan, store, file_of, name, stochastic)
     saved_state = target._generator.get_state() if hasattr(target, "_generator") else None
     t0, done = time.time(), {}
     units = sum(len(v) for v in plan["specs"].values())
@@ -436,6 +441,43 @@ def adaptive_evaluation(target: nn.Module, x: torch.Tensor, y: torch.Tensor, eps
     if saved_state is not None:
         target._generator.set_state(saved_state)
     return shard.broadcast(res)
+
+
+def saved_progress(x, plan, store, file_of, name, stochastic) -> dict:
+    """A long run part way: the worst case over the chunks saved so far from image 0 on (the longest
+    unbroken run of them), with its Wilson interval. No checks and no throughput: a progress report of a
+    run that is still going, never a record (the sanity check has not run)."""
+    done = {}
+    for s in sorted(file_of):
+        data = store.load(file_of[s])
+        if data is None:
+            break
+        done[str(s)] = data
+    n_done = sum(d["n"] for d in done.values())
+    res = {"kind": "adaptive_progress", "target": name, "n": len(x), "n_done": n_done, "chunks": len(file_of),
+           "chunks_done": len(done), "chunks_saved": sum(store.load(f) is not None for f in file_of.values()),
+           "seed": plan["seed"], "profile": plan["profile"], "eps": plan["eps"], "store": str(store.path)}
+    if n_done:
+        summary = summarize(done, plan, n_done)
+        res |= {"clean": summary["clean"], "headline": headline(summary, stochastic, plan["n_draws"]),
+                "strongest": strongest(summary, plan),
+                "seconds": round(sum(sum(v.values()) for d in done.values() for v in d["seconds"].values()), 1)}
+    return res
+
+
+def format_progress(res: dict) -> str:
+    """saved_progress's report in a few lines."""
+    head = (f"{res['target'].split('(')[0]}: {res['n_done']} of {res['n']} images done (the first {res['chunks_done']} "
+            f"of {res['chunks']} chunks; {res['chunks_saved']} saved in all), seed {res['seed']}, profile {res['profile']}, "
+            f"Linf eps {res['eps']:g}; {res['store']}")
+    if not res["n_done"]:
+        return head + "\nnothing to report yet"
+    h, c = res["headline"], res["clean"]["vote"]
+    return "\n".join([head, f"clean so far: {100 * c['acc']:.1f}% [{100 * c['ci95'][0]:.1f}, {100 * c['ci95'][1]:.1f}]",
+                      f"worst case so far: {100 * h['acc']:.1f}% [{100 * h['ci95'][0]:.1f}, {100 * h['ci95'][1]:.1f}] "
+                      f"({h['robust']} of {h['n']}; {h['what']}); strongest so far: {res['strongest']['attack']}",
+                      f"attack time in the saved chunks: {res['seconds']:.0f} s",
+                      "a progress report: the sanity check has not run, so this is not a result to quote as final"])
 
 
 def _finish(target, x, y, plan, merged, store, resume, name, stochastic, speed_n) -> dict:
@@ -558,6 +600,8 @@ def main(argv=None) -> int:
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick")
     p.add_argument("--individual", action="store_true", help="every attack on every image (own accuracies)")
     p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--saved", action="store_true",
+                   help="run nothing: report the worst case over the chunks a longer run has saved so far")
     p.add_argument("--record", action="store_true", help="write docs/results/records/NAME/adaptive_*.json")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a setting of the purifier (json value), e.g. --set alphas='\"cosine\"' --set scale=0.7")
@@ -573,6 +617,14 @@ def main(argv=None) -> int:
     target, rec_name, models = load_target(a.name, a.dataset, a.classifier, device,
                                            dict(parse_setting(t) for t in a.set))
     x, y = data.batch(a.dataset, "test", n=a.n, seed=a.seed, device=device)
+    if a.saved:
+        if a.record or a.out:
+            p.error("argument --saved: a progress report is never recorded (drop --record and --out)")
+        print(format_progress(adaptive_evaluation(target, x, y, a.eps, a.profile, device, a.eot, a.seed, n_draws=a.draws,
+                                                  randomness=a.randomness.split(",") if a.randomness else None,
+                                                  individual=a.individual, chunk=a.chunk, state_dir=a.state,
+                                                  progress=False, saved_only=True)))
+        return 0
     res = adaptive_evaluation(target, x, y, a.eps, a.profile, device, a.eot, a.seed, n_draws=a.draws,
                               randomness=a.randomness.split(",") if a.randomness else None, individual=a.individual,
                               chunk=a.chunk, sanity_n=a.sanity_n, full_gradient_n=a.full_gradient_n,
