@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check of issue 14, one command on a GPU machine (budget: under 5 minutes on one H100):
-#   1. every CUDA test (pytest -m cuda: the attacks on CUDA in every dtype, every purifier, AMP training,
+#   1. the PGD benchmark (advlab bench attacks: k fwd+bwd floor, ours, torchattacks, bf16, fast) on
+#      fmnist/cnn and fmnist/vgg, 10,000 test images, PGD-20, median of 5 (then OUTDIR/bench.done);
+#   2. every CUDA test (pytest -m cuda: the attacks on CUDA in every dtype, every purifier, AMP training,
 #      the benchmark's bf16 and fast modes, DDP with NCCL where two GPUs exist);
-#   2. the PGD benchmark (advlab bench attacks: k fwd+bwd floor, ours, torchattacks, bf16, fast) on
-#      fmnist/cnn and fmnist/vgg, 10,000 test images, PGD-20, median of 5;
 #   3. one json, OUTDIR/gpu_check.json: device, torch, the test counts, each benchmark and each bar of
 #      advlab.evaluation.bench.GPU_BARS with its value; a table of the same on stdout.
 #     bash scripts/gpu_check.sh [OUTDIR]                         # default build/gpu_check
@@ -15,14 +15,15 @@ DEVICE=${DEVICE:-cuda} N=${N:-10000} STEPS=${STEPS:-20} REPEATS=${REPEATS:-5} PY
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p "$OUTDIR"
 t0=$SECONDS
-echo "== pytest -m cuda ($(date -u +%H:%M:%S))"
-$PY -m pytest -q -m cuda -p no:cacheprovider --junitxml "$OUTDIR/pytest_cuda.xml" tests > "$OUTDIR/pytest_cuda.log" 2>&1
-echo "pytest exit $? in $((SECONDS - t0)) s; the last lines:"; tail -3 "$OUTDIR/pytest_cuda.log"
-for m in cnn vgg; do
+for m in cnn vgg; do   # the timings first, while the machine is quietest (gpu_session.sh all waits for them)
   echo "== bench fmnist/$m ($(date -u +%H:%M:%S))"
   $PY -m advlab.cli bench attacks --model fmnist/$m --n "$N" --steps "$STEPS" --repeats "$REPEATS" --device "$DEVICE" \
     --bf16 --fast --json "$OUTDIR/bench_$m.json" 2>&1 | tee "$OUTDIR/bench_$m.log"
 done
+touch "$OUTDIR/bench.done"
+echo "== pytest -m cuda ($(date -u +%H:%M:%S))"
+$PY -m pytest -q -m cuda -p no:cacheprovider --junitxml "$OUTDIR/pytest_cuda.xml" tests > "$OUTDIR/pytest_cuda.log" 2>&1
+echo "pytest exit $? in $((SECONDS - t0)) s; the last lines:"; tail -3 "$OUTDIR/pytest_cuda.log"
 $PY - "$OUTDIR" "$((SECONDS - t0))" <<'PY'
 import json, sys, xml.etree.ElementTree as ET
 from pathlib import Path

@@ -6,12 +6,13 @@
 #   bash scripts/gpu_session.sh honest SECONDS   # the adaptive ensembles a CPU cannot afford (CARSO, MLVGM, Defense-GAN)
 #   bash scripts/gpu_session.sh generators SECONDS  # CMAP's consistency model retrained from scratch on the GPU
 #   bash scripts/gpu_session.sh all SECONDS      # one session's GPU work at once (a 15-minute device budget):
-#        CMAP's search and its ensemble on 100 images, TRADES retrained for 20 epochs and its ensemble record, the CARSO and MLVGM
-#        ensembles on 1000 (resumable chunks), packed into $OUT when SECONDS run out or every job is done.
+#        the GPU check (benchmark, then the CUDA tests), then together: the Defense-GAN ensemble on 100 images,
+#        CMAP's search and its ensemble on 100, the CARSO ensemble on 1000 (resumable chunks), every lecture with
+#        DEVICE=cuda; packed into $OUT when SECONDS run out or every job is done.
 #        PROFILE=quick DEVICE=cpu runs the same jobs tiny, as a CPU smoke test of the script.
 #   bash scripts/gpu_session.sh wait SECONDS     # wait (printing progress), then pack results into $OUT
-# Needs the Fashion-MNIST .gz files in .carry/fmnist/ (ignored; named in the device call's carry), and for CMAP a
-# pytorch-msssim wheel in .carry/wheels/ (`pip download --no-deps pytorch-msssim -d .carry/wheels`).
+# Needs .carry/ (ignored; named in the device call's carry): `bash scripts/prepare_carry.sh` puts the Fashion-MNIST
+# test files and the wheels the device image lacks there (TRAIN=1 adds the train files, for training modes).
 # start/sweep/confirm copy the tree to /tmp/gpuwork and the jobs write into that copy's zoo (weights,
 # manifest) and build/{reports,eval,gpu}; `wait` and the end of each mode pack them into $OUT.
 set -u
@@ -113,21 +114,26 @@ generators() {  # the zoo's consistency model (CMAP); its checkpoint lands in bu
 }
 
 all() {  # PROFILE / DEVICE: full / cuda by default; quick / cpu for a smoke test of the script
-  local p=${PROFILE:-full} dev=${DEVICE:-cuda} n=1000 chk=""
-  [ "$p" = quick ] && n=8 && chk="--sanity-n 4"
+  local p=${PROFILE:-full} dev=${DEVICE:-cuda} chk="" q=0
+  [ "$p" = quick ] && chk="--sanity-n 4" && q=1
+  pick() { [ $q = 1 ] && echo "$1" || echo "$2"; }   # pick QUICK FULL
   if [ "$dev" = cuda ]; then setup || exit 1; fi
-  # CMAP on the zoo's consistency model (trained on a CPU, 2026-12-05): its validation search, then its adaptive
-  # ensemble on 100 images (the issue's floor; chunks resume from build/adaptive), the unrolled gradient on 16
-  job cmap "python -m advlab.purifiers.cmap.search --device $dev \
-      $([ $p = quick ] && echo --quick --n-val 4 --out build/reports || echo --n-val 200) && \
-    $ADV adaptive cmap --n $([ $p = quick ] && echo 4 || echo 100) --profile $p $chk \
-      --full-gradient-n $([ $p = quick ] && echo 1 || echo 16) --device $dev --out build/reports --record"
-  job trades "$ADV train fmnist/trades --profile $p --set epochs=$([ $p = quick ] && echo 1 || echo 20) --device $dev && \
-    $ADV evaluate fmnist/trades --attack autoattack --n $n --chunk 1000 --device $dev --record && \
-    $ADV adaptive fmnist/trades --n $n --profile $p $chk --device $dev --out build/reports --record"
-  job carso "$ADV adaptive carso --n $n --profile $p $chk --device $dev --out build/reports --record"
-  job mlvgm "$ADV adaptive mlvgm --classifier fmnist/pgd-at --set alphas=cosine --set scale=0.7 --n $n --profile $p \
-    $chk --device $dev --out build/reports --record"
+  # issue 14: the PGD benchmark alone on the machine first, then every CUDA test (scripts/gpu_check.sh)
+  job gpucheck "DEVICE=$dev N=$(pick 128 10000) STEPS=$(pick 3 20) REPEATS=$(pick 3 5) bash scripts/gpu_check.sh build/gpu_check"
+  local t0=$SECONDS
+  while [ ! -f build/gpu_check/bench.done ] && (( SECONDS - t0 < 240 )); do sleep 5; done
+  # issue 16: Defense-GAN's ensemble on 100 images (the issue's floor), the unrolled full gradient on 16
+  job defensegan "$ADV adaptive defense-gan --n $(pick 4 100) --profile $p $chk --full-gradient-n $(pick 1 16) \
+    --device $dev --out build/reports --record"
+  # issue 19: CMAP's validation search, then its ensemble on 100 images, the unrolled gradient on 16
+  job cmap "python -m advlab.purifiers.cmap.search --device $dev $(pick '--quick --n-val 4 --out build/reports' '--n-val 200') && \
+    $ADV adaptive cmap --n $(pick 4 100) --profile $p $chk --full-gradient-n $(pick 1 16) --device $dev \
+      --out build/reports --record"
+  # issue 17: CARSO's ensemble on the fixed 1000 (a CPU run has been filling build/adaptive in chunks of 5;
+  # this one starts afresh in chunks of 100: its own device, its own record)
+  job carso "$ADV adaptive carso --n $(pick 8 1000) --profile $p $chk --device $dev --out build/reports --record"
+  # issue 21: every lecture's notebook, quick profile, DEVICE=cuda (papermill from the carried wheels)
+  job lectures "$ADV course run --device $dev --kind notebooks --jobs $(pick 1 4) $(pick '--only 00' '') --out build/course_cuda"
   waitfor "${1:-500}"
 }
 
@@ -155,6 +161,7 @@ pack() {
       && [ -f "$d/$f" ] && cp "$d/$f" $OUT/$(basename $d).safetensors
   done
   tar czf $OUT/results.tgz advlab/zoo/manifest.json build/reports build/eval build/adaptive build/cmap_search docs/results $LOG \
+    build/gpu_check $(ls build/course_cuda/*.json 2>/dev/null) \
     $(ls advlab/zoo/weights/fmnist__consistency* build/checkpoints/fmnist__consistency* 2>/dev/null) 2>/dev/null
   ls -la $OUT
 }
@@ -167,5 +174,5 @@ case "${1:-}" in
   generators) generators "${2:-500}" ;;
   all) all "${2:-500}" ;;
   wait) waitfor "${2:-500}" ;;
-  *) echo "usage: $0 start|sweep|confirm|honest|generators|wait SECONDS" >&2; exit 2 ;;
+  *) echo "usage: $0 start|sweep|confirm|honest|generators|all|wait SECONDS" >&2; exit 2 ;;
 esac
