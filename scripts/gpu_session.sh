@@ -123,15 +123,17 @@ all() {  # PROFILE / DEVICE: full / cuda by default; quick / cpu for a smoke tes
   local t0=$SECONDS
   while [ ! -f build/gpu_check/bench.done ] && (( SECONDS - t0 < 240 )); do sleep 5; done
   # issue 16: Defense-GAN's ensemble on 100 images (the issue's floor), the unrolled full gradient on 16
-  job defensegan "$ADV adaptive defense-gan --n $(pick 4 100) --profile $p $chk --full-gradient-n $(pick 1 16) \
-    --device $dev --out build/reports --record"
+  # (chunks of 10 or 20 images: what a run cut off at the budget has finished comes back in build/adaptive)
+  job defensegan "$ADV adaptive defense-gan --n $(pick 4 100) --chunk $(pick 4 10) --profile $p $chk \
+    --full-gradient-n $(pick 1 16) --device $dev --out build/reports --record"
   # issue 19: CMAP's validation search, then its ensemble on 100 images, the unrolled gradient on 16
   job cmap "python -m advlab.purifiers.cmap.search --device $dev $(pick '--quick --n-val 4 --out build/reports' '--n-val 200') && \
-    $ADV adaptive cmap --n $(pick 4 100) --profile $p $chk --full-gradient-n $(pick 1 16) --device $dev \
-      --out build/reports --record"
+    $ADV adaptive cmap --n $(pick 4 100) --chunk $(pick 4 10) --profile $p $chk --full-gradient-n $(pick 1 16) \
+      --device $dev --out build/reports --record"
   # issue 17: CARSO's ensemble on the fixed 1000 (a CPU run has been filling build/adaptive in chunks of 5;
-  # this one starts afresh in chunks of 100: its own device, its own record)
-  job carso "$ADV adaptive carso --n $(pick 8 1000) --profile $p $chk --device $dev --out build/reports --record"
+  # this one starts afresh in chunks of 20: its own device, its own record)
+  job carso "$ADV adaptive carso --n $(pick 8 1000) --chunk $(pick 4 20) --profile $p $chk --device $dev \
+    --out build/reports --record"
   # issue 21: every lecture's notebook, quick profile, DEVICE=cuda (papermill from the carried wheels)
   job lectures "$ADV course run --device $dev --kind notebooks --jobs $(pick 1 4) $(pick '--only 00' '') --out build/course_cuda"
   waitfor "${1:-500}"
