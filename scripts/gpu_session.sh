@@ -126,9 +126,14 @@ all() {  # PROFILE / DEVICE: full / cuda by default; quick / cpu for a smoke tes
   # (chunks of 10 or 20 images: what a run cut off at the budget has finished comes back in build/adaptive)
   job defensegan "$ADV adaptive defense-gan --n $(pick 4 100) --chunk $(pick 4 10) --profile $p $chk \
     --full-gradient-n $(pick 1 16) --device $dev --out build/reports --record"
-  # issue 19: CMAP's validation search, then its ensemble on 100 images, the unrolled gradient on 16
+  # issue 19: CMAP's validation search, then its ensemble on 100 images at the setting the search chose (K,
+  # iterations, lam, beta: a 40-image CPU run of the iteration axis saw the grey box fall from 70% at 25 iterations
+  # to 42% at the default 100), the unrolled gradient on 16
+  local sr=$(pick build/reports docs/results)
   job cmap "python -m advlab.purifiers.cmap.search --device $dev $(pick '--quick --n-val 4 --out build/reports' '--n-val 200') && \
     $ADV adaptive cmap --n $(pick 4 100) --chunk $(pick 4 10) --profile $p $chk --full-gradient-n $(pick 1 16) \
+      \$(python -c \"import json; c = json.load(open('$sr/cmap_search.json'))['chosen']; \
+        print(' '.join(f'--set {k}={c[k]}' for k in ('k', 'iters', 'lam', 'beta')))\") \
       --device $dev --out build/reports --record"
   # issue 17: CARSO's ensemble on the fixed 1000 (a CPU run has been filling build/adaptive in chunks of 5;
   # this one starts afresh in chunks of 20: its own device, its own record)
