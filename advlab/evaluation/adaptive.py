@@ -40,7 +40,8 @@ PGD must not leave more images correct than a short one.
 Cost and scale. Images run in chunks whose per-image results are saved as they finish (shard.ChunkStore
 under build/adaptive/, keyed by the defense, its weights, the attacks, the chunk size and the seed, each
 chunk's file by its start and its own images): a rerun resumes, and a run on the first n images of a
-subset reuses the chunks of a longer run on the same subset, so a long CPU run can be quoted part way. Under `torchrun --nproc_per_node N` each rank takes a block of chunks and rank 0
+subset reuses the chunks of a longer run on the same subset, so a long CPU run can be quoted part way
+(`saved_progress`). Under `torchrun --nproc_per_node N` each rank takes a block of chunks and rank 0
 gathers them; a chunk's result depends only on its images and the seed, so N processes give the
 single-process result. Statistics: Wilson score 95% intervals.
 """

@@ -13,8 +13,10 @@ itself: a channels_last copy of the model and channels_last images, cudnn.benchm
 on CUDA, bf16 autocast (`amp=True`; on a CPU the mode is channels_last alone). Every output is checked
 against the threat model, exactly (float64): `violations` counts images outside the eps ball or [0, 1]
 (0 expected of ours; torchattacks clamps to float32(eps) in float32 and overshoots by a few ulps, about
-2e-8 at eps 0.1) and `max_excess` says by how much. Every robust accuracy is measured on the fp32 model. --assert exits 1 unless ours <= 1.1 x k(fwd+bwd) and
-ours <= 1.0 x torchattacks (the course's quality bar); --assert-loose uses 1.5 for both (for noisy CI).
+2e-8 at eps 0.1) and `max_excess` says by how much. Every robust accuracy is measured on the fp32 model.
+--assert exits 1 unless ours <= 1.1 x k(fwd+bwd) and ours <= 1.0 x torchattacks (the course's quality
+bar); --assert-loose uses 1.5 for both (for noisy CI). GPU_BARS and gpu_bars() hold the GPU bars that
+scripts/gpu_check.sh reports.
 """
 from __future__ import annotations
 
