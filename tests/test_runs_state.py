@@ -3,6 +3,7 @@ there must be a readable chunk store (or, under runs/training/, a packed trainin
 in the README, so that a later session knows the command that resumes it; a run whose record (or zoo
 entry) has landed must not linger."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -18,18 +19,25 @@ def _stores():
 
 
 def test_every_run_folder_is_a_whole_chunk_store_named_in_the_readme():
+    """A chunk file is START_FINGERPRINT.json (its first image and its images, evaluation.adaptive); the run's
+    image count comes from its command in the README's row (`--n N` or `--images N`)."""
     readme = (RUNS / "README.md").read_text()
     for folder in _stores():
         key = json.loads((folder / "key.json").read_text())
         label, _, dig = folder.name.rpartition("_")
         assert dig == shard.digest(key), f"{folder}: its name does not match its key.json"
-        assert f"{folder.parent.name}/{label}_" in readme, f"{folder}: not described in runs/README.md"
-        starts = [int(f.stem) for f in folder.glob("*.json") if f.stem.isdigit()]
-        assert starts and all(s % key["chunk"] == 0 and s < key["n"] for s in starts), folder
-        for s in starts:
-            rec = json.loads((folder / f"{s}.json").read_text())
-            assert rec["key_digest"] == dig and rec["data"]["n"] == min(key["chunk"], key["n"] - s), (folder, s)
-        assert len(starts) < -(-key["n"] // key["chunk"]), f"{folder}: every chunk is done; land its record"
+        rows = [line for line in readme.splitlines() if f"{folder.parent.name}/{label}_" in line]
+        assert rows, f"{folder}: not described in runs/README.md"
+        n = int(re.search(r"--(?:n|images) (\d+)", rows[0]).group(1))
+        files = [f for f in folder.glob("*.json") if f.stem != "key"]
+        assert files and all(re.fullmatch(r"\d+_[0-9a-f]{16}", f.stem) for f in files), folder
+        starts = sorted(int(f.stem.split("_")[0]) for f in files)
+        assert all(s % key["chunk"] == 0 and s < n for s in starts) and len(set(starts)) == len(starts), folder
+        for f in files:
+            rec = json.loads(f.read_text())
+            s = int(f.stem.split("_")[0])
+            assert rec["key_digest"] == dig and rec["data"]["n"] == min(key["chunk"], n - s), f
+        assert len(starts) < -(-n // key["chunk"]), f"{folder}: every chunk is done; land its record"
 
 
 def test_every_carried_training_state_is_whole_and_named_in_the_readme():
