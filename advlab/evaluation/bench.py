@@ -92,19 +92,22 @@ def _load_data(dataset: str, n: int, device: torch.device):
                 f"note: {dataset} is not available here; using {n} {synth} images")
 
 
+def _overshoot(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per image (N,), float64: how far x_adv leaves the Linf ball of radius eps around x or [0, 1] at worst
+    (<= 0 inside)."""
+    xa = x_adv.double().flatten(1)
+    return torch.stack([(xa - x.double().flatten(1)).abs().amax(1) - eps, (-xa).amax(1), (xa - 1).amax(1)]).amax(0)
+
+
 def violations(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> int:
     """Images of x_adv outside the Linf ball of radius eps around x or outside [0, 1] (exact, in float64)."""
-    d = (x_adv.double() - x.double()).abs().flatten(1).amax(1)
-    box = ((x_adv < 0) | (x_adv > 1)).flatten(1).any(1)
-    return int(((d > eps) | box).sum())
+    return int((_overshoot(x, x_adv, eps) > 0).sum())
 
 
 def excess(x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> float:
     """How far x_adv goes beyond the threat model at worst (0.0 inside): the largest amount by which a pixel
     leaves the eps ball or [0, 1], in float64. Float32 code that clamps to float32(eps) overshoots by ulps."""
-    xa = x_adv.double()
-    over = torch.stack([((xa - x.double()).abs() - eps).amax(), (-xa).amax(), (xa - 1).amax()]).amax()
-    return max(0.0, float(over))
+    return max(0.0, float(_overshoot(x, x_adv, eps).max()))
 
 
 def bench_attacks(n: int = 1000, steps: int = 20, device: str = "cpu", bf16: bool = False,
