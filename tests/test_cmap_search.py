@@ -12,15 +12,15 @@ from advlab.purifiers.cmap.model import ConsistencyModel
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_points_are_one_at_a_time_around_the_defaults():
+def test_points_are_one_at_a_time_around_the_centre():
     pts = search.points()
     assert len(pts) == len({json.dumps(p, sort_keys=True) for p in pts}) == 17
-    assert search.DEFAULTS in pts
+    assert search.CENTRE in pts
     for p in pts:
-        changed = {k for k in p if p[k] != search.DEFAULTS[k]}
+        changed = {k for k in p if p[k] != search.CENTRE[k]}
         assert len(changed) <= 1 or changed == {"iters", "beta"}
     assert {p["k"] for p in pts} == {4, 8, 16}
-    for beta in (0.0, search.DEFAULTS["beta"]):   # the iteration curve with and without the distribution term
+    for beta in (0.0, search.CENTRE["beta"]):   # the iteration curve with and without the distribution term
         assert sorted(p["iters"] for p in pts if p["beta"] == beta and p["k"] == 8 and p["lam"] == 1.0) == search.ITERS
 
 
@@ -103,3 +103,19 @@ def test_main_runs_one_axis_into_its_own_file_and_chooses_nothing(tmp_path, caps
     with pytest.raises(SystemExit):
         search.main(["--axes", "depth"])
     assert "--axes" in capsys.readouterr().err
+
+
+def test_cmap_defaults_are_the_recorded_choice_and_its_clean_record_is_of_them():
+    """CMAP's constructor defaults are the setting the complete search recorded in docs/results chose, and the
+    clean record on the fixed 1000 was made with them: a new search (more validation images, a GPU) fails this
+    until the defaults and the record follow it."""
+    import inspect
+
+    from advlab.evaluation import records
+    from advlab.purifiers.cmap.purifier import CMAP
+    rep = json.loads((records.REPO / "docs/results/cmap_search.json").read_text())
+    assert rep["chosen"] is not None and rep["n_val"] >= 40
+    defaults = {k: inspect.signature(CMAP).parameters[k].default for k in ("k", "iters", "lam", "beta")}
+    assert defaults == {k: rep["chosen"][k] for k in defaults}, "CMAP's defaults are not the recorded search's choice"
+    clean = json.loads((records.REPO / "docs/results/records/cmap+fmnist__cnn/defense_report_clean.json").read_text())
+    assert clean["result"]["defense"] == CMAP.from_zoo("fashion_mnist").describe(), "measure the clean rows again"

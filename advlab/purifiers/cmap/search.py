@@ -6,7 +6,8 @@ validation split, never on the test subset the reports use.
     python -m advlab.purifiers.cmap.search --quick --n-val 4           # a smoke test of the command
     python -m advlab.purifiers.cmap.search --axes iters --n-val 40     # one axis: cmap_search_iters.{json,md}
 
-One setting at a time around the defaults of CMAP (K 8, 100 iterations, lam 1, beta 0.1):
+One setting at a time around the centre CENTRE (K 8, 100 iterations, lam 1, beta 0.1: CMAP's settings before a
+complete search chose its defaults; CMAP's constructor defaults are the recorded choice, which a test checks):
   k        K in {4, 8, 16}
   lam      lam in {0, 0.5, 1, 2}                      (0: MAE alone)
   beta     beta in {0, 0.01, 0.1, 1}                  (0: no distribution term)
@@ -32,19 +33,19 @@ from pathlib import Path
 
 import torch
 
-DEFAULTS = {"k": 8, "iters": 100, "lam": 1.0, "beta": 0.1}
+CENTRE = {"k": 8, "iters": 100, "lam": 1.0, "beta": 0.1}
 AXES = {"k": [4, 8, 16], "lam": [0.0, 0.5, 1.0, 2.0], "beta": [0.0, 0.01, 0.1, 1.0]}
 ITERS = [25, 50, 100, 200, 400]
 CLEAN_BAR = 0.80
 
 
-def points(iters=ITERS, axes=AXES, defaults=DEFAULTS) -> list[dict]:
+def points(iters=ITERS, axes=AXES, centre=CENTRE) -> list[dict]:
     """The settings of the search, each once: the one-at-a-time axes, then iters with and without beta."""
     out = []
     for key, values in axes.items():
-        out += [defaults | {key: v} for v in values]
-    for beta in (defaults["beta"], 0.0):
-        out += [defaults | {"iters": it, "beta": beta} for it in iters]
+        out += [centre | {key: v} for v in values]
+    for beta in (centre["beta"], 0.0):
+        out += [centre | {"iters": it, "beta": beta} for it in iters]
     unique = []
     for p in out:
         if p not in unique:
@@ -169,7 +170,7 @@ def format_markdown(rep: dict) -> str:
                      f"{100 * r['grey_box_acc']:.1f}% ({100 * lo:.0f} to {100 * hi:.0f}) | {r['seconds_per_image']:.3f} |")
     by_iters = {}
     for r in rep["rows"]:
-        if r["k"] == DEFAULTS["k"] and r["lam"] == DEFAULTS["lam"]:
+        if r["k"] == CENTRE["k"] and r["lam"] == CENTRE["lam"]:
             by_iters.setdefault(r["beta"], []).append((r["iters"], r["grey_box_acc"]))
     words = []
     for beta, pts in sorted(by_iters.items()):
@@ -222,7 +223,7 @@ def main(argv=None) -> int:
     x, y = validation_split(args.n_val, args.seed)
     if args.quick:
         settings = points(iters=[2, 4] if "iters" in axes else [], axes={"k": [2, 4]} if "k" in axes else {},
-                          defaults={"k": 2, "iters": 2, "lam": 1.0, "beta": 0.1})
+                          centre={"k": 2, "iters": 2, "lam": 1.0, "beta": 0.1})
     else:
         settings = points(iters=ITERS if "iters" in axes else [], axes={a: AXES[a] for a in axes if a in AXES})
     if not settings:
