@@ -49,9 +49,11 @@ def test_run_measures_caches_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(search, "measure", lambda *a, **k: pytest.fail("measured again"))
     again = search.run(gen, clf, x, y, settings, state_dir=tmp_path, progress=False)
     assert again["rows"] == rep["rows"] and again["chosen"] == search.choose(rep["rows"])
+    assert rep["measured_here"] == 2 and again["measured_here"] == 0
     rep |= {"command": "python -m advlab.purifiers.cmap.search --n-val 6", "device": "cpu", "seconds": 1.0}
     md = search.format_markdown(rep)
-    assert "| 2 | 3 | 0 | 0 |" in md
+    assert "| 2 | 3 | 0 | 0 |" in md and "from the cache" not in md
+    assert "1 points this call measured; the other 1 came from the cache" in search.format_markdown(rep | {"measured_here": 1})
     assert ("no point reaches 80% clean" in md) == (rep["chosen"]["clean_acc"] < 0.8)
 
 

@@ -126,7 +126,7 @@ def run(generator, classifier, x: torch.Tensor, y: torch.Tensor, settings: list[
     for s in settings:
         if json.dumps(s, sort_keys=True) not in found:
             groups.setdefault(tuple(s[k] for k in ("k", "lam", "beta")), []).append(s)
-    done = len(found)
+    done = n_cached = len(found)
     for group in groups.values():
         top = max(group, key=lambda s: s["iters"])
         defense = CMAP(generator, classifier, seed=seed, batch_size=batch_size, **top).eval()
@@ -147,7 +147,7 @@ def run(generator, classifier, x: torch.Tensor, y: torch.Tensor, settings: list[
                       f"{100 * row['grey_box_acc']:.1f}%, {row['seconds_per_image']:.3f} s/image", flush=True)
     rows = [found[json.dumps(s, sort_keys=True)] for s in settings]
     return {"n_val": len(x), "seed": seed, "grey_box_attack": repr(pgd), "classifier_alone": base, "rows": rows,
-            "chosen": choose(rows), "clean_bar": CLEAN_BAR}
+            "chosen": choose(rows), "clean_bar": CLEAN_BAR, "measured_here": len(settings) - n_cached}
 
 
 def format_markdown(rep: dict) -> str:
@@ -157,8 +157,12 @@ def format_markdown(rep: dict) -> str:
     axes = rep.get("axes") or ["k", "lam", "beta", "iters"]
     title = ("the search over K, iterations, lam and beta" if rep.get("chosen") is not None
              else "one-at-a-time rows of the axes " + ", ".join(axes) + " (a partial search: nothing chosen)")
+    m = rep.get("measured_here")
+    here = ("" if m is None or m == len(rep["rows"]) else
+            f" for the {m} points this call measured; the other {len(rep['rows']) - m} came from the cache of earlier "
+            "calls of the same images (build/cmap_search)")
     lines = [f"# CMAP: {title} (validation split)\n",
-             f"Command: `{rep['command']}` ({rep['device']}, {rep['seconds'] / 60:.0f} min). {rep['n_val']} validation "
+             f"Command: `{rep['command']}` ({rep['device']}, {rep['seconds'] / 60:.0f} min{here}). {rep['n_val']} validation "
              f"images (the test images after the reports' fixed 1000); grey box: `{rep['grey_box_attack']}` on the "
              f"classifier alone, then purified. The classifier alone: {100 * b['clean_acc']:.1f}% clean, "
              f"{100 * b['grey_box_acc']:.1f}% grey box.\n",
