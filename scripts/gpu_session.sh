@@ -126,9 +126,10 @@ all() {  # PROFILE / DEVICE: full / cuda by default; quick / cpu for a smoke tes
   # (chunks of 10 or 20 images: what a run cut off at the budget has finished comes back in build/adaptive)
   job defensegan "$ADV adaptive defense-gan --n $(pick 4 100) --chunk $(pick 4 10) --profile $p $chk \
     --full-gradient-n $(pick 1 16) --device $dev --out build/reports --record"
-  # issue 19: CMAP's validation search, then its ensemble on 100 images at the setting the search chose (K,
-  # iterations, lam, beta: a 40-image CPU run of the iteration axis saw the grey box fall from 70% at 25 iterations
-  # to 42% at the default 100), the unrolled gradient on 16
+  # issue 19: CMAP's validation search on 200 images, then its ensemble on 100 images at the setting it chose (K,
+  # iterations, lam, beta), the unrolled gradient on 16. The complete search on 40 images (CPU) chose 25 iterations,
+  # CMAP's defaults since; if the 200 choose otherwise, tests/test_cmap_search.py fails until CMAP's defaults and
+  # its clean record follow the new choice
   local sr=$(pick build/reports docs/results)
   job cmap "python -m advlab.purifiers.cmap.search --device $dev $(pick '--quick --n-val 4 --out build/reports' '--n-val 200') && \
     $ADV adaptive cmap --n $(pick 4 100) --chunk $(pick 4 10) --profile $p $chk --full-gradient-n $(pick 1 16) \
