@@ -57,6 +57,23 @@ def test_run_measures_caches_and_resumes(tmp_path, monkeypatch):
     assert ("no point reaches 80% clean" in md) == (rep["chosen"]["clean_acc"] < 0.8)
 
 
+def test_iteration_axis_and_the_markdown_mark_the_recorded_choice():
+    row = lambda k, it, lam, beta, clean, grey: {"k": k, "iters": it, "lam": lam, "beta": beta, "clean_acc": clean,
+                                                 "grey_box_acc": grey, "seconds_per_image": 0.1 * it}
+    c = search.CENTRE
+    rows = [row(c["k"], 200, c["lam"], 0.1, 0.9, 0.2), row(c["k"], 25, c["lam"], 0.1, 0.85, 0.7),
+            row(c["k"], 100, c["lam"], 0.1, 0.95, 0.4), row(c["k"], 100, c["lam"], 0.0, 0.95, 0.4),   # beta 0: one count
+            row(16, 25, c["lam"], 0.1, 0.99, 0.9)]                                                    # another K
+    axis = search.iteration_axis({"rows": rows})
+    assert axis == {0.1: [(25, 0.85, 0.7), (100, 0.95, 0.4), (200, 0.9, 0.2)]}   # sorted by count, the centre's K only
+    rep = {"rows": rows, "classifier_alone": {"clean_acc": 0.9, "grey_box_acc": 0.0}, "n_val": 40, "command": "c",
+           "device": "cpu", "seconds": 60.0, "grey_box_attack": "PGD", "clean_bar": 0.8, "chosen": rows[1]}
+    md = search.format_markdown(rep)
+    assert md.startswith("# CMAP") and not search.format_markdown(rep, heading=False).startswith("#")
+    assert md.count("(chosen)") == 1 and f"| {c['k']} | 25 | {c['lam']:g} | 0.1 **(chosen)** |" in md
+    assert "highest at 25 iterations (70.0%), 20.0% at 200" in md
+
+
 def _tiny():
     torch.manual_seed(0)
     gen = ConsistencyModel(width=8, emb_dim=16).eval()

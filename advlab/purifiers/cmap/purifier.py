@@ -68,9 +68,9 @@ class CMAP(Purifier):
     classifier: images in [0, 1] -> logits.
     k: latents per image; iters: Adam steps; lr: Adam's learning rate on the standardised latents;
     lam: weight of 1 - SSIM; beta: weight of the distribution term (0: none). The defaults of k, iters, lam
-    and beta are the choice of the validation search recorded in docs/results/cmap_search.json
-    (advlab.purifiers.cmap.search: 25 iterations kept 70% of 40 validation images under the grey-box attack,
-    100 kept 42.5%; longer searches fit the perturbation);
+    and beta are the choice of the validation search recorded in docs/results/cmap_search.{json,md}
+    (advlab.purifiers.cmap.search; a test keeps them equal): there, grey-box accuracy fell as the iteration count
+    grew, since longer searches fit the perturbation too;
     batch_size: images searched at a time (K * batch_size rows); seed: the defense's own stream.
     """
 

@@ -150,8 +150,19 @@ def run(generator, classifier, x: torch.Tensor, y: torch.Tensor, settings: list[
             "chosen": choose(rows), "clean_bar": CLEAN_BAR, "measured_here": len(settings) - n_cached}
 
 
-def format_markdown(rep: dict) -> str:
-    """The record as the Markdown of docs/results/cmap_search.md."""
+def iteration_axis(rep: dict) -> dict[float, list[tuple[int, float, float]]]:
+    """The record's iteration axis: {beta: [(iterations, clean, grey box), ...] by iterations} at the centre's K
+    and lam, for each beta measured at three counts or more (a beta of its own axis has one count: no curve)."""
+    axis = {}
+    for r in rep["rows"]:
+        if r["k"] == CENTRE["k"] and r["lam"] == CENTRE["lam"]:
+            axis.setdefault(r["beta"], []).append((r["iters"], r["clean_acc"], r["grey_box_acc"]))
+    return {beta: sorted(pts) for beta, pts in sorted(axis.items()) if len(pts) >= 3}
+
+
+def format_markdown(rep: dict, heading: bool = True) -> str:
+    """The record as the Markdown of docs/results/cmap_search.md (heading=False: without its title line, as
+    lecture 09 shows it)."""
     b = rep["classifier_alone"]
     from advlab.metrics import wilson
     axes = rep.get("axes") or ["k", "lam", "beta", "iters"]
@@ -161,7 +172,8 @@ def format_markdown(rep: dict) -> str:
     here = ("" if m is None or m == len(rep["rows"]) else
             f" for the {m} points this call measured; the other {len(rep['rows']) - m} came from the cache of earlier "
             "calls of the same images (build/cmap_search)")
-    lines = [f"# CMAP: {title} (validation split)\n",
+    c = rep.get("chosen")
+    lines = ([f"# CMAP: {title} (validation split)\n"] if heading else []) + [
              f"Command: `{rep['command']}` ({rep['device']}, {rep['seconds'] / 60:.0f} min{here}). {rep['n_val']} validation "
              f"images (the test images after the reports' fixed 1000); grey box: `{rep['grey_box_attack']}` on the "
              f"classifier alone, then purified. The classifier alone: {100 * b['clean_acc']:.1f}% clean, "
@@ -170,22 +182,16 @@ def format_markdown(rep: dict) -> str:
     n = rep["n_val"]
     for r in rep["rows"]:
         lo, hi = wilson(round(r["grey_box_acc"] * n), n)
-        lines.append(f"| {r['k']} | {r['iters']} | {r['lam']:g} | {r['beta']:g} | {100 * r['clean_acc']:.1f}% | "
+        mark = " **(chosen)**" if c is not None and all(r[k] == c[k] for k in ("k", "iters", "lam", "beta")) else ""
+        lines.append(f"| {r['k']} | {r['iters']} | {r['lam']:g} | {r['beta']:g}{mark} | {100 * r['clean_acc']:.1f}% | "
                      f"{100 * r['grey_box_acc']:.1f}% ({100 * lo:.0f} to {100 * hi:.0f}) | {r['seconds_per_image']:.3f} |")
-    by_iters = {}
-    for r in rep["rows"]:
-        if r["k"] == CENTRE["k"] and r["lam"] == CENTRE["lam"]:
-            by_iters.setdefault(r["beta"], []).append((r["iters"], r["grey_box_acc"]))
     words = []
-    for beta, pts in sorted(by_iters.items()):
-        if len(pts) >= 3:
-            pts.sort()
-            j = max(range(len(pts)), key=lambda i: pts[i][1])
-            words.append(f"beta {beta:g}: grey box highest at {pts[j][0]} iterations ({100 * pts[j][1]:.1f}%), "
-                         f"{100 * pts[-1][1]:.1f}% at {pts[-1][0]}")
+    for beta, pts in iteration_axis(rep).items():
+        j = max(range(len(pts)), key=lambda i: pts[i][2])
+        words.append(f"beta {beta:g}: grey box highest at {pts[j][0]} iterations ({100 * pts[j][2]:.1f}%), "
+                     f"{100 * pts[-1][2]:.1f}% at {pts[-1][0]}")
     if words:
         lines.append("\nThe iteration axis: " + "; ".join(words) + ".")
-    c = rep.get("chosen")
     if c is None:
         return "\n".join(lines) + "\n"
     rule = (f"the highest grey box with clean >= {100 * rep['clean_bar']:.0f}%" if c["clean_acc"] >= rep["clean_bar"]
