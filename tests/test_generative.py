@@ -98,4 +98,7 @@ def test_zoo_entry_trains_through_the_cli_and_loads(tmp_path, monkeypatch):
     assert rec["config"]["iters"] == 1 and rec["config"]["latent_dim"] == 128
     G = zoo.load("fmnist/wgan-gp", root=tmp_path)
     assert isinstance(G, Generator) and not G.training
-    assert list((tmp_path / "checkpoints").glob("fmnist__wgan-gp_*.pt"))
+    from advlab.training.zoo_entry import checkpoint_key
+    # the checkpoint's key is the digest of the config the manifest stores (runs/ matches carried states by it)
+    assert [p.name for p in (tmp_path / "checkpoints").glob("fmnist__wgan-gp_*.pt")] == \
+        [f"fmnist__wgan-gp_{checkpoint_key(rec['config'])}.pt"]

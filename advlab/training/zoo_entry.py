@@ -24,6 +24,12 @@ def parse_setting(text: str) -> tuple[str, object]:
         return key, value
 
 
+def checkpoint_key(config: dict) -> str:
+    """The key of a training run's checkpoint (build/checkpoints/NAME_KEY.pt): a digest of its exact config, the
+    dict that the zoo's manifest stores as the entry's "config", so a carried state can be matched to its entry."""
+    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+
+
 def train_and_save(entry, args, config_cls, train_fn, summary=("clean_acc",)) -> int:
     """Build config_cls from the entry's profile, train with train_fn(cfg, checkpoint=...) -> (model,
     metrics) and save the weights with the exact command into the zoo (or args.out), printing the
@@ -45,7 +51,7 @@ def train_and_save(entry, args, config_cls, train_fn, summary=("clean_acc",)) ->
         torch.set_num_threads(args.threads)
     out = args.out or (None if args.profile == "full" else "build/zoo")
     # the checkpoint is keyed by the exact config, so a run only ever resumes itself
-    key = hashlib.sha1(json.dumps(train.config_dict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+    key = checkpoint_key(train.config_dict(cfg))
     ckpt_dir = Path(args.out) / "checkpoints" if args.out else Path("build/checkpoints")
     model, metrics = train_fn(cfg, checkpoint=ckpt_dir / f"{entry.name.replace('/', '__')}_{key}.pt")
     import torch.distributed as dist
