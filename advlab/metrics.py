@@ -118,3 +118,16 @@ def wilson(k: int, n: int, z: float = Z95) -> list[float]:
     p, d = k / n, 1 + z * z / n
     c, h = (p + z * z / (2 * n)) / d, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
     return [round(max(0.0, c - h), 6), round(min(1.0, c + h), 6)]
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value for two models judged on the same images: under the null hypothesis
+    that both are equally robust, each of the a_only + b_only discordant images (robust under one model only)
+    is a fair coin, so the smaller count is Binomial(a_only + b_only, 1/2); the p-value doubles its tail.
+    An unpaired comparison of two intervals wastes the pairing: the images both keep or both lose say nothing
+    about which model is better."""
+    import math
+    n, k = a_only + b_only, min(a_only, b_only)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)

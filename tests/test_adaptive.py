@@ -122,6 +122,44 @@ def test_stochastic_defense_gives_the_four_numbers_and_quotes_the_lowest(clf, xy
     assert eot == {"fresh": 4, "fixed": 1}
 
 
+def test_robust_per_image_counts_what_the_headline_counts(clf, xy):
+    both = run(NoisyPurifier(clf).eval(), xy)                                  # stochastic, fresh and fixed
+    fresh = run(NoisyPurifier(clf).eval(), xy, randomness=("fresh",))          # stochastic, one setting
+    plain = run(clf, xy)                                                       # deterministic
+    for res in (both, fresh, plain):
+        flags = adaptive.robust_per_image(res)
+        assert len(flags) == res["n"] and sum(flags) == res["headline"]["robust"]
+    # every image robust in the combined headline is robust in each setting's own worst-of-N
+    for s in ("fresh", "fixed"):
+        firsts = both["settings"][s]["worst_of_n"]["first_broken_by"]
+        assert all(f is None for f, ok in zip(firsts, adaptive.robust_per_image(both)) if ok)
+    cmp = adaptive.paired_comparison(both, plain)
+    a, b = adaptive.robust_per_image(both), adaptive.robust_per_image(plain)
+    assert cmp["a_only"] == sum(x and not y for x, y in zip(a, b)) and cmp["b_only"] == sum(y and not x for x, y in zip(a, b))
+    assert cmp["both"] + cmp["a_only"] + cmp["b_only"] + cmp["neither"] == 48
+    with pytest.raises(ValueError, match="b: not on a's images"):
+        adaptive.paired_comparison(both, plain | {"subset": {"n": 48, "seed": 1}})
+
+
+def test_robust_per_image_matches_every_recorded_headline():
+    """The records' per-image codes give back their headline counts (the paired comparisons of lectures 07, 08)."""
+    files = sorted((ROOT / "docs/results/records").glob("*/adaptive_full_*.json"))
+    assert files
+    for f in files:
+        res = json.loads(f.read_text())["result"]
+        assert sum(adaptive.robust_per_image(res)) == res["headline"]["robust"], f
+
+
+def test_mcnemar_exact_is_the_two_sided_binomial_test():
+    scipy_stats = pytest.importorskip("scipy.stats")                           # the oracle
+    from advlab.metrics import mcnemar_exact
+    for a_only, b_only in ((0, 0), (0, 1), (3, 3), (0, 21), (5, 17), (40, 61), (130, 100)):
+        n = a_only + b_only
+        want = 1.0 if n == 0 else scipy_stats.binomtest(a_only, n, 0.5).pvalue
+        assert mcnemar_exact(a_only, b_only) == pytest.approx(want, rel=1e-9, abs=1e-300), (a_only, b_only)
+        assert mcnemar_exact(a_only, b_only) == mcnemar_exact(b_only, a_only)
+
+
 def _comparable(res):
     return {k: res[k] for k in ("clean", "settings", "per_image", "headline", "sanity")}
 

@@ -266,6 +266,40 @@ def headline(summary: dict, stochastic: bool, n_draws: int) -> dict:
     return {k: s[k] for k in ("acc", "robust", "n", "ci95")} | {"what": what, "interval": "Wilson score, 95%"}
 
 
+def robust_per_image(result: dict) -> list[bool]:
+    """Per image of a result (or a record's "result"): robust under the headline's rule. Deterministic: correct
+    after every attack; stochastic: correct on every draw after every attack, in every randomness setting run
+    (or the first one when only one ran), as `headline` counts them. From result["per_image"]."""
+    pi = result["per_image"]
+    clean = torch.tensor(pi["clean"], dtype=torch.long)
+    if not result["stochastic"]:
+        settings, bit = ["none"], RULES["vote"]
+    else:
+        settings, bit = [s for s in result["settings"]], RULES["worst_of_n"]
+        if "combined" not in result:
+            settings = settings[:1]
+    ok = clean & bit > 0
+    for s in settings:
+        for codes in pi[s].values():
+            c = torch.tensor(codes, dtype=torch.long)
+            ok &= (c < 0) | (c & bit > 0)
+    return ok.tolist()
+
+
+def paired_comparison(a: dict, b: dict) -> dict:
+    """Two results (or records' "result") on the same images, image by image: how many are robust under both,
+    under a only, under b only, under neither, and the exact McNemar p-value of the difference
+    (metrics.mcnemar_exact). ValueError when the two are not on the same subset of images."""
+    from advlab.metrics import mcnemar_exact
+    if a.get("subset") != b.get("subset") or a["n"] != b["n"]:
+        raise ValueError(f"b: not on a's images (a: {a.get('subset')}, n {a['n']}; b: {b.get('subset')}, n {b['n']})")
+    ra, rb = robust_per_image(a), robust_per_image(b)
+    both = sum(x and y for x, y in zip(ra, rb))
+    a_only, b_only = sum(ra) - both, sum(rb) - both
+    return {"n": a["n"], "both": both, "a_only": a_only, "b_only": b_only, "neither": a["n"] - both - a_only - b_only,
+            "p_value": mcnemar_exact(a_only, b_only), "test": "exact McNemar, two-sided"}
+
+
 # ----------------------------------------------------------------------------- sanity and masking
 
 
