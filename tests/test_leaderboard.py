@@ -6,6 +6,7 @@ import re
 import pytest
 
 from advlab.evaluation import leaderboard, records
+from advlab.metrics import mcnemar_exact, wilson
 
 PGD = "PGD(eps=0.1, norm='linf', steps=40)"
 
@@ -68,3 +69,37 @@ def test_leaderboard_builds_from_records_and_every_cell_cites_n_and_device(root,
     assert all(c["attack"] for c in saved["cells"] if c["column"] not in ("clean",))
     for png in ("bars.png", "eps_curves.png", "throughput.png"):
         assert (out / png).stat().st_size > 1000
+
+
+def _per_image_result(robust: list[int], subset: dict) -> dict:
+    """A deterministic ensemble result whose images survive where robust[i] is 1 (one attack, codes 0 / 3)."""
+    n = len(robust)
+    return {"kind": "adaptive_evaluation", "n": n, "eps": 0.1, "stochastic": False, "settings_run": ["none"],
+            "settings": {"none": {}}, "subset": subset,
+            "headline": {"acc": sum(robust) / n, "robust": sum(robust), "n": n, "ci95": wilson(sum(robust), n)},
+            "per_image": {"clean": [3] * n, "none": {"apgd-ce[exact]": [3 * r for r in robust]}}}
+
+
+def test_paired_compares_records_on_the_same_images_only(tmp_path):
+    sub = {"dataset": "fashion_mnist", "split": "test", "n": 40, "seed": 0}
+    a = [1] * 30 + [0] * 10                    # 30 of 40
+    b = [1] * 20 + [0] * 10 + [1] * 7 + [0] * 3  # 27 of 40: 10 images survive a only, 7 b only
+    for name, rob, subset in (("fmnist/pgd-at", a, sub), ("fmnist/trades", b, sub),
+                              ("fmnist/fgsm-at", a, sub | {"seed": 1})):          # other images: never paired
+        records.write_record("model", name, "adaptive_full_linf0.1", _per_image_result(rob, subset), n=40, seed=0,
+                             device="cpu", root=tmp_path)
+    pairs = leaderboard.paired(tmp_path)
+    assert len(pairs) == 1
+    p = pairs[0]
+    assert {p["a"], p["b"]} == {"fmnist/pgd-at", "fmnist/trades"} and p["both"] == 20 and p["neither"] == 3
+    assert {p["a_only"], p["b_only"]} == {10, 7} and p["intervals_overlap"]
+    assert p["p_value"] == mcnemar_exact(10, 7) > 0.05
+
+
+def test_paired_on_the_recorded_ensembles_holds_the_course_s_classifiers():
+    """The repository's records: fmnist/pgd-at and fmnist/trades are both on the fixed 1000 (lecture 11's example)."""
+    pairs = {frozenset((r["a"], r["b"])): r for r in leaderboard.paired()}
+    r = pairs[frozenset(("fmnist/pgd-at", "fmnist/trades"))]
+    assert r["n"] == 1000 and r["both"] + r["a_only"] + r["b_only"] + r["neither"] == 1000
+    ra = records.read_record("fmnist/pgd-at", "adaptive_full_linf0.1")["result"]["headline"]["robust"]
+    assert (r["both"] + r["a_only"] if r["a"] == "fmnist/pgd-at" else r["both"] + r["b_only"]) == ra

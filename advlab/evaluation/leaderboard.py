@@ -219,6 +219,28 @@ def build(records_root=None, reports="auto", threat_model: str | None = None, cu
             "throughput": speeds}
 
 
+def paired(records_root=None, protocol_prefix: str = "adaptive_") -> list[dict]:
+    """Every two ensemble records on the same images, compared image by image (adaptive.paired_comparison):
+    [{"a", "b", "acc_a", "acc_b", "ci95_a", "ci95_b", "intervals_overlap", "both", "a_only", "b_only", "neither",
+    "p_value", ...}], most significant first. Two entries whose intervals overlap may still differ: the images both
+    keep or both lose carry no information about which is better, and the paired test leaves them out."""
+    from itertools import combinations
+    from advlab.evaluation import records
+    from advlab.evaluation.adaptive import paired_comparison
+    recs = [r for r in records.list_records(root=records_root)
+            if r["protocol"].startswith(protocol_prefix) and "per_image" in r.get("result", {})]
+    out = []
+    for ra, rb in combinations(recs, 2):
+        a, b = ra["result"], rb["result"]
+        if a.get("subset") is None or a.get("subset") != b.get("subset") or a.get("eps") != b.get("eps"):
+            continue
+        ha, hb = a["headline"], b["headline"]
+        out.append({"a": ra["name"], "b": rb["name"], "acc_a": ha["acc"], "acc_b": hb["acc"], "ci95_a": ha["ci95"],
+                    "ci95_b": hb["ci95"], "intervals_overlap": ha["ci95"][0] <= hb["ci95"][1] and hb["ci95"][0] <= ha["ci95"][1]}
+                   | paired_comparison(a, b))
+    return sorted(out, key=lambda r: r["p_value"])
+
+
 def cell_text(c: dict | None) -> str:
     """A cell as the table shows it: 'acc% [CI] (n N, device)', a throughput, or '-' for none."""
     if c is None:
