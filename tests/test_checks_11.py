@@ -68,3 +68,48 @@ def test_worst_case_that_modifies_its_input_fails():
         return s.all(0).float().mean().item()
     with pytest.raises(AssertionError, match="in place"):
         checks.check_worst_case_accuracy(inplace)
+
+
+def paired_ok(a, b):
+    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    n, k = a_only + b_only, min(a_only, b_only)
+    return a_only, b_only, (min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0)
+
+
+def test_paired_correct_passes():
+    assert checks.check_paired_test(paired_ok) is True
+    scipy_stats = pytest.importorskip("scipy.stats")          # a student may use scipy's binomial test
+    assert checks.check_paired_test(lambda a, b: (int((a & ~b).sum()), int((b & ~a).sum()), scipy_stats.binomtest(
+        int((a & ~b).sum()), max(1, int((a ^ b).sum())), 0.5).pvalue if (a ^ b).any() else 1.0)) is True
+
+
+def _one_sided(a, b):
+    a_only, b_only, _ = paired_ok(a, b)
+    n, k = a_only + b_only, min(a_only, b_only)
+    return a_only, b_only, (sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 1.0)
+
+
+def _chi2(a, b):
+    a_only, b_only, _ = paired_ok(a, b)
+    n = a_only + b_only
+    return a_only, b_only, (math.erfc(math.sqrt((a_only - b_only) ** 2 / n / 2)) if n else 1.0)
+
+
+def _uncapped(a, b):
+    a_only, b_only, _ = paired_ok(a, b)
+    n, k = a_only + b_only, min(a_only, b_only)
+    return a_only, b_only, (2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 1.0)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda a, b: paired_ok(b, a), "swapped"),
+    (lambda a, b: (int(a.sum()), int(b.sum()), paired_ok(a, b)[2]), "robust under both as well"),
+    (_one_sided, "one tail"),
+    (_chi2, "chi-square approximation"),
+    (_uncapped, "cap the doubled tail"),
+    (lambda a, b: paired_ok(a, b)[:2], "should return a triple"),
+    (lambda a, b: (*paired_ok(a, b)[:2], 0.5), "expected"),
+])
+def test_paired_wrong_answers_fail_with_their_diagnosis(wrong, message):
+    with pytest.raises(AssertionError, match=message):
+        checks.check_paired_test(wrong)

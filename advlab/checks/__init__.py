@@ -27,7 +27,7 @@ The package:
   l08_mlvgm        08, MLVGM's per-level interpolation and the cosine schedule;
   l09_cmap         09, CMAP's latent distribution loss and its majority vote;
   l10_evaluation   10, the EoT gradient, the per-image worst case over attacks and draws, a BPDA wrapper;
-  l11_leaderboard  11, a Wilson confidence interval and the per-image worst case.
+  l11_leaderboard  11, a Wilson confidence interval, the per-image worst case and the paired (McNemar) test.
 Every name a notebook uses is re-exported here, so notebooks only ever write `checks.<name>`.
 Importing the package imports torch and nothing heavier (no Jupyter, no matplotlib): the reference
 implementations a check compares with are imported inside that check.
@@ -51,7 +51,7 @@ from .l07_carso import check_balanced_batch, check_carso_aggregation
 from .l08_mlvgm import check_cosine_schedule, check_level_mix
 from .l09_cmap import check_distribution_loss, check_majority_vote
 from .l10_evaluation import check_bpda_wrapper, check_eot_gradient, check_robust_images
-from .l11_leaderboard import check_wilson_interval, check_worst_case_accuracy
+from .l11_leaderboard import check_paired_test, check_wilson_interval, check_worst_case_accuracy
 
 # importable but outside __all__: fixtures of the checks that the tests reuse,
 # checks._toy_classifier (exercise set 01's toy model) and checks._latent_search_case (Defense-GAN's)
@@ -86,5 +86,5 @@ __all__ = [
     # 10: evaluating defenses honestly
     "check_eot_gradient", "check_robust_images", "check_bpda_wrapper",
     # 11: the leaderboard
-    "check_wilson_interval", "check_worst_case_accuracy",
+    "check_wilson_interval", "check_worst_case_accuracy", "check_paired_test",
 ]

@@ -1,8 +1,9 @@
-"""Exercise set 11, the leaderboard: a Wilson confidence interval, and the per-image worst case.
+"""Exercise set 11, the leaderboard: a Wilson confidence interval, the per-image worst case, and the paired test.
 
 A leaderboard cell is a count of robust images out of n; reading it honestly needs its interval, and
 a defense's robust accuracy is the fraction of images that survive EVERY attack, not the smallest of
-the attacks' own accuracies.
+the attacks' own accuracies. Two entries attacked on the same images are compared image by image: only the
+images that survive one of them and not the other say which is more robust (the exact McNemar test).
 """
 from __future__ import annotations
 
@@ -86,3 +87,61 @@ def check_worst_case_accuracy(fn) -> str:
         raise fail(f"worst_case_accuracy = {out:.4f}; expected {ref:.4f} for survived of shape {tuple(survived.shape)} "
                    "(attacks along dim 0, images along dim 1)")
     return "worst_case_accuracy: an image counts only if it survives every attack (all over dim 0, then the mean)"
+
+
+def _triple(out) -> tuple[int, int, float]:
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise fail(f"paired_test should return a triple (a_only, b_only, p_value), got {out!r}")
+    vals = [v.item() if isinstance(v, torch.Tensor) else v for v in out]
+    try:
+        return int(vals[0]), int(vals[1]), float(vals[2])
+    except (TypeError, ValueError):
+        raise fail(f"paired_test should return two counts and a number, got {out!r}") from None
+
+
+@register
+def check_paired_test(fn) -> str:
+    """Exercise 11.3: paired_test(robust_a, robust_b) for two (N,) bool tensors on the same images -> (a_only,
+    b_only, p_value): the images robust under a only, under b only, and the two-sided exact McNemar p-value."""
+    from advlab.metrics import mcnemar_exact
+    g = torch.Generator().manual_seed(113)
+    a1, b1 = torch.rand(200, generator=g) > 0.3, torch.rand(200, generator=g) > 0.35
+    a2 = torch.tensor([True] * 30 + [False] * 10)
+    b2 = torch.tensor([True] * 20 + [False] * 10 + [True] * 7 + [False] * 3)
+    same = torch.rand(50, generator=g) > 0.5
+    tie = torch.tensor([True, False, True, False, True]), torch.tensor([False, True, False, True, True])
+    cases = [(a2, b2), (a1, b1), (same, same.clone()), (b2, a2), tie,     # tie: 2 and 2 discordant, p = 1
+             (torch.ones(8, dtype=torch.bool), torch.zeros(8, dtype=torch.bool))]
+    for ra, rb in cases:
+        a_only, b_only, p = _triple(call_student(fn, ra, rb, what="paired_test"))
+        want_a, want_b = int((ra & ~rb).sum()), int((rb & ~ra).sum())
+        both, neither = int((ra & rb).sum()), int((~ra & ~rb).sum())
+        if (a_only, b_only) != (want_a, want_b):
+            if (a_only, b_only) == (want_b, want_a):
+                raise fail(f"paired_test: a_only and b_only are swapped ({a_only}, {b_only}); a_only counts the images "
+                           f"robust under a and not under b (here {want_a})")
+            if a_only in (want_a + both, int(ra.sum())) or b_only in (want_b + both, int(rb.sum())):
+                raise fail(f"paired_test: ({a_only}, {b_only}) counts the images robust under both as well; the paired "
+                           f"test uses only the discordant images (here {want_a} and {want_b})")
+            raise fail(f"paired_test: counts ({a_only}, {b_only}); expected ({want_a}, {want_b}) (a & ~b, b & ~a)")
+        ref = mcnemar_exact(want_a, want_b)
+        if math.isclose(p, ref, rel_tol=1e-6, abs_tol=1e-12):
+            continue
+        n, k = want_a + want_b, min(want_a, want_b)
+        one_sided = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n if n else 1.0
+        stat = (want_a - want_b) ** 2 / n if n else 0.0
+        cc = (abs(want_a - want_b) - 1) ** 2 / n if n else 0.0
+        if math.isclose(p, one_sided, rel_tol=1e-6):
+            raise fail(f"paired_test: p = {p:.4g} is one tail of the binomial; the question is 'do a and b differ?', "
+                       f"either way: double the tail, capped at 1 (here {ref:.4g})")
+        if n and (math.isclose(p, math.erfc(math.sqrt(stat / 2)), rel_tol=1e-6)
+                  or math.isclose(p, math.erfc(math.sqrt(cc / 2)), rel_tol=1e-6)):
+            raise fail(f"paired_test: p = {p:.4g} is the chi-square approximation of McNemar's test; with "
+                       f"{n} discordant images use the exact binomial (here {ref:.4g})")
+        if p > 1:
+            raise fail(f"paired_test: p = {p:.4g} is above 1: cap the doubled tail at 1")
+        raise fail(f"paired_test: p = {p:.4g} for {want_a} images robust under a only and {want_b} under b only; "
+                   f"expected {ref:.4g} (each discordant image a fair coin under the null: 2·P(Binomial({n}, 1/2) <= {k}))"
+                   + (f"; the {both} images robust under both and the {neither} under neither do not enter" if both or neither else ""))
+    return ("paired_test: 30 and 27 of 40 robust, 10 images under a only and 7 under b only: p = "
+            f"{mcnemar_exact(10, 7):.2f}, no evidence that a is more robust")
