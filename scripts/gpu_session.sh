@@ -147,7 +147,7 @@ all() {  # PROFILE / DEVICE: full / cuda by default; quick / cpu for a smoke tes
   # 85 / 75) into its own zoo, packed for the decision here; needs the train files (TRAIN=1 prepare_carry.sh). Seven
   # passes per batch of 128 at 469 batches an epoch: fgsm-at's 20 epochs (two passes) took 6 min on a shared H100, so
   # this may not finish in the window; then the CPU run of the same command (runs/training/, 40 epochs on one thread,
-  # about 12 h across sessions) stays the one that lands. Checkpoints do not move between the two: their key names
+  # about 10 min an epoch, so about 7 h across sessions) stays the one that lands. Checkpoints do not move between the two: their key names
   # the device
   job trades "$ADV train fmnist/trades --profile $p --set epochs=$(pick 1 40) --device $dev --out build/zoo_trades40 && \
     ADVLAB_ZOO=build/zoo_trades40 $ADV evaluate fmnist/trades --attack pgd --steps 40 --alpha 0.01 --n $(pick 16 2000) \

@@ -275,7 +275,7 @@ def robust_per_image(result: dict) -> list[bool]:
     if not result["stochastic"]:
         settings, bit = ["none"], RULES["vote"]
     else:
-        settings, bit = [s for s in result["settings"]], RULES["worst_of_n"]
+        settings, bit = list(result["settings"]), RULES["worst_of_n"]
         if "combined" not in result:
             settings = settings[:1]
     ok = clean & bit > 0
